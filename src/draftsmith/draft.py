@@ -1,0 +1,160 @@
+"""The EAGLE-3 draft: one Llama-style decoder layer fed by three target hidden states.
+
+Per step (DESIGN.md): ``h = fc(aux)`` at step 0; ``x = [input_layernorm(emb), hidden_norm(h)]``
+(width 2H); attention over q/k/v of x with the target's rotary; ``r = h + attn``;
+``h_next = r + mlp(post_attention_layernorm(r))``; ``logits = lm_head(norm(h_next))``.
+No biases anywhere: SGLang builds q/k/v without them and would silently drop them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import document_bias, ttt_attention
+from .config import DraftConfig
+from .rope import RotaryEmbedding, apply_rotary
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: DraftConfig):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.q_proj = nn.Linear(2 * c.hidden_size, self.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(2 * c.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(2 * c.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, c.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, cache: list[tuple[torch.Tensor, torch.Tensor]], bias):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cache.append((k, v))
+        (k0, v0), diagonal = cache[0], cache[1:]
+        diag_k = torch.stack([k for k, _ in diagonal], dim=3) if diagonal else None
+        diag_v = torch.stack([v for _, v in diagonal], dim=3) if diagonal else None
+        out = ttt_attention(q, k0, v0, diag_k, diag_v, None if bias is None else bias.to(q.dtype))
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, c: DraftConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, c: DraftConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.hidden_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = Attention(c)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.mlp = MLP(c)
+
+    def forward(self, emb, h, cos, sin, cache, bias):
+        x = torch.cat((self.input_layernorm(emb), self.hidden_norm(h)), dim=-1)
+        r = h + self.self_attn(x, cos, sin, cache, bias)
+        return r + self.mlp(self.post_attention_layernorm(r))
+
+
+class Eagle3Draft(nn.Module):
+    """EAGLE-3 draft model; ``unroll`` runs the TTT chain used in training and drafting."""
+
+    def __init__(self, config: DraftConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.embed_tokens.weight.requires_grad_(False)  # a frozen copy of the target's
+        self.fc = nn.Linear(3 * c.target_hidden_size, c.hidden_size, bias=False)
+        self.midlayer = DecoderLayer(c)
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = nn.Linear(c.hidden_size, c.draft_vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(c.head_dim, c.rope_parameters, c.max_position_embeddings)
+        # target_id = draft_id + d2t[draft_id]; t2d marks target ids the draft can emit.
+        self.register_buffer("d2t", torch.zeros(c.draft_vocab_size, dtype=torch.long))
+        self.register_buffer("t2d", torch.arange(c.vocab_size) < c.draft_vocab_size)
+
+    def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor) -> None:
+        """Install a draft↔target vocabulary mapping after checking it is consistent."""
+        c = self.config
+        if d2t.shape != (c.draft_vocab_size,) or t2d.shape != (c.vocab_size,):
+            raise ValueError(
+                f"vocab mapping shapes d2t {tuple(d2t.shape)}, t2d {tuple(t2d.shape)} do not match "
+                f"draft_vocab_size {c.draft_vocab_size}, vocab_size {c.vocab_size}"
+            )
+        target_ids = torch.arange(c.draft_vocab_size) + d2t.long().cpu()
+        if target_ids.min() < 0 or target_ids.max() >= c.vocab_size:
+            raise ValueError("d2t maps draft ids outside the target vocabulary")
+        if not torch.equal(torch.sort(target_ids).values, torch.nonzero(t2d.cpu()).flatten()):
+            raise ValueError("d2t and t2d disagree about which target ids are in the draft vocabulary")
+        self.d2t.copy_(d2t.long())
+        self.t2d.copy_(t2d.bool())
+
+    def steps(
+        self,
+        input_ids: torch.Tensor,
+        aux_hidden_states: torch.Tensor,
+        steps: int,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield draft logits ``[B, T, draft_vocab]`` for TTT steps 0..steps-1.
+
+        ``attention_mask`` is ``[B, T]``: 0 for padding, and for packed sequences a
+        positive document id per token (1 everywhere for one document). Batches of one
+        right-padded document need no mask at all: causal attention already keeps real
+        tokens away from the padding after them.
+        """
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        bias = None
+        if attention_mask is not None and not _right_padded_single_document(attention_mask):
+            bias = document_bias(attention_mask, torch.float32)
+        h = self.fc(aux_hidden_states)
+        cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for j in range(steps):
+            ids = F.pad(input_ids[:, j:], (0, j)) if j else input_ids
+            cos, sin = self.rotary(position_ids + j)
+            h = self.midlayer(self.embed_tokens(ids), h, cos, sin, cache, bias)
+            yield self.lm_head(self.norm(h))
+
+    def unroll(
+        self,
+        input_ids: torch.Tensor,
+        aux_hidden_states: torch.Tensor,
+        steps: int,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-step draft logits ``[steps, B, T, draft_vocab]`` (step j sees input_ids shifted left by j)."""
+        return torch.stack(list(self.steps(input_ids, aux_hidden_states, steps, attention_mask, position_ids)))
+
+
+def _right_padded_single_document(mask: torch.Tensor) -> bool:
+    """True when every row is 1s followed by 0s: causal attention alone is then exact."""
+    ones = mask == 1
+    return bool(((mask == 0) | ones).all() and (ones.int().diff(dim=-1) <= 0).all())

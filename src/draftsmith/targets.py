@@ -1,0 +1,150 @@
+"""Target registry: which architectures draftsmith serves and how a draft follows each.
+
+A draft config is *derived* from the target config, never copied from it: hidden size,
+heads, KV heads, head_dim, RoPE and max positions come from the target; everything
+target-only (experts, sliding windows, layer types, biases, quantization) stays behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+from .config import DraftConfig, DraftConfigError, default_aux_layer_ids
+from .draft import Eagle3Draft
+from .rope import config_head_dim, rope_parameters_from_config
+
+DEFAULT_DRAFT_VOCAB_SIZE = 32000
+
+
+class UnsupportedTargetError(ValueError):
+    """A target architecture draftsmith has no registry entry for."""
+
+
+def _dense_mlp_width(config: PretrainedConfig) -> int:
+    return int(config.intermediate_size)
+
+
+def _moe_mlp_width(config: PretrainedConfig) -> int:
+    """gpt-oss's ``intermediate_size`` is one expert's; public drafts use 6 x H (17,280)."""
+    return 6 * int(config.hidden_size)
+
+
+@dataclass(frozen=True)
+class TargetFamily:
+    """How draftsmith treats one Hugging Face ``model_type``."""
+
+    model_type: str
+    mlp_width: Callable[[PretrainedConfig], int]
+    layers_path: str = "model.layers"
+
+
+FAMILIES: dict[str, TargetFamily] = {
+    family.model_type: family
+    for family in (
+        TargetFamily("gpt_oss", _moe_mlp_width),
+        TargetFamily("llama", _dense_mlp_width),
+        TargetFamily("mistral", _dense_mlp_width),
+        TargetFamily("qwen2", _dense_mlp_width),
+        TargetFamily("qwen3", _dense_mlp_width),
+        # Qwen3-MoE's intermediate_size is its dense FFN width, not one expert's.
+        TargetFamily("qwen3_moe", _dense_mlp_width),
+    )
+}
+
+
+def load_target_config(target: PretrainedConfig | Mapping[str, Any] | str | os.PathLike) -> PretrainedConfig:
+    """A transformers config from a config object, a config.json dict, or a model directory / hub id.
+
+    Going through transformers' own config class fills in the defaults the target itself
+    runs with (gpt-oss's rope_theta 150000 and YaRN, for instance).
+    """
+    if isinstance(target, PretrainedConfig):
+        return target
+    if isinstance(target, Mapping):
+        config = dict(target)
+        model_type = config.pop("model_type", None)
+        if model_type is None:
+            raise UnsupportedTargetError("target config has no model_type")
+        _family(model_type)
+        return AutoConfig.for_model(model_type, **config)
+    return AutoConfig.from_pretrained(os.fspath(target), trust_remote_code=False)
+
+
+def _family(model_type: str | None) -> TargetFamily:
+    if model_type not in FAMILIES:
+        raise UnsupportedTargetError(
+            f"unsupported target architecture {model_type!r}; supported model_type values: {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[model_type]
+
+
+def target_family(config: PretrainedConfig) -> TargetFamily:
+    return _family(getattr(config, "model_type", None))
+
+
+def draft_config_from_target(
+    target_config: PretrainedConfig | Mapping[str, Any] | str | os.PathLike,
+    *,
+    draft_vocab_size: int | None = None,
+    aux_layer_ids: list[int] | tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> DraftConfig:
+    """The clean draft config for a target (see :func:`build_draft`)."""
+    config = load_target_config(target_config)
+    family = target_family(config)
+    num_layers = int(config.num_hidden_layers)
+    vocab = int(config.vocab_size)
+    values: dict[str, Any] = dict(
+        hidden_size=int(config.hidden_size),
+        intermediate_size=family.mlp_width(config),
+        num_attention_heads=int(config.num_attention_heads),
+        num_key_value_heads=int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
+        head_dim=config_head_dim(config),
+        vocab_size=vocab,
+        draft_vocab_size=min(DEFAULT_DRAFT_VOCAB_SIZE, vocab) if draft_vocab_size is None else draft_vocab_size,
+        target_hidden_size=int(config.hidden_size),
+        max_position_embeddings=int(config.max_position_embeddings),
+        rope_parameters=rope_parameters_from_config(config),
+        rms_norm_eps=float(config.rms_norm_eps),
+        aux_layer_ids=default_aux_layer_ids(num_layers) if aux_layer_ids is None else aux_layer_ids,
+        target_num_hidden_layers=num_layers,
+        target_model_type=config.model_type,
+    )
+    fixed = {"vocab_size", "target_hidden_size", "max_position_embeddings", "rope_parameters",
+             "target_num_hidden_layers", "target_model_type"}
+    allowed = set(DraftConfig.field_names()) - fixed - {"draft_vocab_size", "aux_layer_ids"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        follows = sorted(unknown & fixed)
+        hint = f" ({', '.join(follows)} must follow the target)" if follows else ""
+        raise DraftConfigError(
+            f"unknown draft override(s) {sorted(unknown)}{hint}; allowed: {', '.join(sorted(allowed))}"
+        )
+    values.update(overrides)
+    return DraftConfig(**values)
+
+
+def build_draft(
+    target_config: PretrainedConfig | Mapping[str, Any] | str | os.PathLike,
+    *,
+    draft_vocab_size: int | None = None,
+    aux_layer_ids: list[int] | tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> Eagle3Draft:
+    """A freshly initialized EAGLE-3 draft for a target.
+
+    Args:
+        target_config: the target's config object, its config.json as a dict, or its directory.
+        draft_vocab_size: draft vocabulary size (default ``min(32000, target vocab)``).
+        aux_layer_ids: the three target layers whose outputs feed the draft, SGLang
+            convention (default ``[1, L//2 - 1, L - 4]``).
+        **overrides: other :class:`DraftConfig` sizes, e.g. ``intermediate_size``.
+    """
+    return Eagle3Draft(draft_config_from_target(
+        target_config, draft_vocab_size=draft_vocab_size, aux_layer_ids=aux_layer_ids, **overrides
+    ))
