@@ -86,11 +86,12 @@ def validate_aux_layer_ids(ids: Any, num_layers: int | None) -> tuple[int, int, 
     if len(set(ids)) != 3:
         raise DraftConfigError(f"aux_layer_ids must be distinct, got {list(ids)}")
     if num_layers is not None:
-        bad = [i for i in ids if not 0 <= i < num_layers]
+        bad = [i for i in ids if not 0 <= i <= num_layers - 2]
         if bad:
             raise DraftConfigError(
                 f"aux_layer_ids {list(ids)}: {bad} out of range for a target with {num_layers} layers "
-                f"(valid: 0..{num_layers - 1}, the index of the decoder layer whose output is captured)"
+                f"(valid: 0..{num_layers - 2}; id k captures the output of decoder layer k, which the engines "
+                f"read as the input of layer k + 1, so the last layer's output cannot be captured)"
             )
     return ids  # type: ignore[return-value]
 
@@ -99,11 +100,10 @@ def default_aux_layer_ids(num_layers: int) -> tuple[int, int, int]:
     """Outputs of layers ``[1, L//2 - 1, L - 4]`` (gpt-oss-20b: ``[1, 11, 20]``).
 
     Test-sized targets (fewer than 7 layers) cannot fit that pattern with three distinct
-    layers; they get the first, middle and last layer instead.
+    layers; they get ``[0, (L-2)//2, L-2]``, spread over the capturable layers 0..L-2.
     """
-    ids = (1, num_layers // 2 - 1, num_layers - 4)
     if num_layers >= 7:
-        return ids
-    if num_layers < 3:
-        raise DraftConfigError(f"a target with {num_layers} layers has fewer than three layers to capture")
-    return (0, num_layers // 2, num_layers - 1)
+        return (1, num_layers // 2 - 1, num_layers - 4)
+    if num_layers < 4:
+        raise DraftConfigError(f"a target with {num_layers} layers has fewer than three capturable layers")
+    return (0, (num_layers - 2) // 2, num_layers - 2)

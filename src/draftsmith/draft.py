@@ -113,6 +113,12 @@ class Eagle3Draft(nn.Module):
         self.d2t.copy_(d2t.long())
         self.t2d.copy_(t2d.bool())
 
+    def save_pretrained(self, directory, *, overwrite: bool = False):
+        """Write the checkpoint SGLang and vLLM load (:func:`draftsmith.checkpoint.save_draft`)."""
+        from .checkpoint import save_draft
+
+        return save_draft(self, directory, overwrite=overwrite)
+
     def steps(
         self,
         input_ids: torch.Tensor,

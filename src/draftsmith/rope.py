@@ -226,12 +226,14 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         self.rope_parameters = dict(rope_parameters)
         self.max_position_embeddings = max_position_embeddings
-        inv_freq, self.attention_scaling = inverse_frequencies(head_dim, rope_parameters)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # A plain attribute, not a buffer: casting the draft to bf16 must not round the frequencies.
+        self.inv_freq, self.attention_scaling = inverse_frequencies(head_dim, rope_parameters)
 
     @torch.autocast("cuda", enabled=False)
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = position_ids[..., None].float() * self.inv_freq.to(device=position_ids.device)
+        if self.inv_freq.device != position_ids.device:
+            self.inv_freq = self.inv_freq.to(position_ids.device)
+        freqs = position_ids[..., None].float() * self.inv_freq
         angles = torch.cat((freqs, freqs), dim=-1)
         return angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
 

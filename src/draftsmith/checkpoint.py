@@ -1,0 +1,231 @@
+"""Draft checkpoints in the one layout SGLang and vLLM both load (DESIGN.md).
+
+``config.json`` is a clean Llama config with the EAGLE-3 fields; ``model.safetensors``
+holds ``fc``, ``midlayer.*``, ``norm``, ``lm_head``, ``embed_tokens``, ``d2t`` and ``t2d``
+without a ``model.`` prefix. Saving is atomic (a temporary directory renamed into place)
+and never replaces an existing checkpoint unless asked. Loading also accepts the same
+format written by other tools (SpecForge, speculators' ``layers.0.*`` names, legacy
+``pytorch_model.bin``), and refuses what the draft cannot represent instead of
+silently dropping it, as the engines would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .config import DraftConfig
+from .draft import Eagle3Draft
+from .rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
+
+ARCHITECTURE = "LlamaForCausalLMEagle3"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A draft checkpoint that is missing, unreadable or not an EAGLE-3 draft draftsmith can load."""
+
+
+def engine_config(config: DraftConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The config.json both engines read, from a draft config."""
+    out: dict[str, Any] = {
+        "architectures": [ARCHITECTURE],
+        "model_type": "llama",
+        "num_hidden_layers": 1,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": config.rms_norm_eps,
+        "vocab_size": config.vocab_size,
+        "draft_vocab_size": config.draft_vocab_size,
+        "target_hidden_size": config.target_hidden_size,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "norm_before_residual": False,
+        "max_position_embeddings": config.max_position_embeddings,
+        **legacy_rope_fields(config.rope_parameters),
+        "rope_parameters": dict(config.rope_parameters),
+        "torch_dtype": str(dtype).removeprefix("torch."),
+    }
+    if config.aux_layer_ids is not None:
+        out["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": list(config.aux_layer_ids)}
+        out["eagle_aux_hidden_state_layer_ids"] = [i + 1 for i in config.aux_layer_ids]
+    out["draftsmith"] = {
+        "version": __version__,
+        "target_model_type": config.target_model_type,
+        "target_num_hidden_layers": config.target_num_hidden_layers,
+    }
+    return out
+
+
+def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> DraftConfig:
+    """Read our config.json, SpecForge's, or a speculators one (``transformer_layer_config``)."""
+    speculators = "speculators_config" in raw
+    layer = raw.get("transformer_layer_config", {}) if speculators else raw
+    if layer.get("num_hidden_layers", 1) != 1:
+        raise CheckpointError(f"{source}: num_hidden_layers is {layer['num_hidden_layers']}; EAGLE-3 drafts have 1")
+    if raw.get("norm_before_residual", not speculators):
+        raise CheckpointError(f"{source}: norm_before_residual drafts are not supported (the residual is un-normed h)")
+    if layer.get("attention_bias") or layer.get("mlp_bias"):
+        raise CheckpointError(f"{source}: attention/mlp biases are set; SGLang drops them, draftsmith refuses them")
+    for key in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size", "max_position_embeddings"):
+        if not layer.get(key):
+            raise CheckpointError(f"{source}: missing {key}")
+    sglang_ids = (raw.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    vllm_ids = raw.get("eagle_aux_hidden_state_layer_ids")
+    if sglang_ids is None and vllm_ids is not None:
+        sglang_ids = [i - 1 for i in vllm_ids]
+    meta = raw.get("draftsmith") or {}
+    try:
+        return DraftConfig(
+            hidden_size=layer["hidden_size"],
+            intermediate_size=layer["intermediate_size"],
+            num_attention_heads=layer["num_attention_heads"],
+            num_key_value_heads=layer.get("num_key_value_heads") or layer["num_attention_heads"],
+            head_dim=config_head_dim(layer),
+            vocab_size=layer["vocab_size"],
+            draft_vocab_size=raw.get("draft_vocab_size") or layer.get("draft_vocab_size") or layer["vocab_size"],
+            target_hidden_size=raw.get("target_hidden_size") or layer.get("target_hidden_size") or layer["hidden_size"],
+            max_position_embeddings=layer["max_position_embeddings"],
+            rope_parameters=rope_parameters_from_config(layer),
+            rms_norm_eps=float(layer.get("rms_norm_eps", 1e-6)),
+            aux_layer_ids=sglang_ids,
+            target_num_hidden_layers=meta.get("target_num_hidden_layers"),
+            target_model_type=meta.get("target_model_type"),
+        )
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from error
+
+
+def save_draft(draft: Eagle3Draft, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically; refuse to replace unless ``overwrite``."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise FileExistsError(f"{directory} exists and is not empty; pass overwrite=True to replace it")
+    dtype = draft.fc.weight.dtype
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in draft.state_dict().items()}
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(state, staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        (staging / CONFIG_NAME).write_text(json.dumps(engine_config(draft.config, dtype), indent=2) + "\n")
+        _replace_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_directory(staging: Path, directory: Path) -> None:
+    """Move a finished ``staging`` directory to ``directory``; the old one is removed only afterwards."""
+    if not directory.exists():
+        staging.rename(directory)
+        return
+    retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    directory.rename(retired)
+    staging.rename(directory)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"{directory}: no such checkpoint directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; a draft checkpoint needs config.json")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+
+
+def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint: single or sharded safetensors, or a legacy ``pytorch_model.bin``."""
+    directory = Path(directory)
+    index = directory / f"{WEIGHTS_NAME}.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / WEIGHTS_NAME).is_file():
+        files = [WEIGHTS_NAME]
+    elif (directory / "pytorch_model.bin").is_file():
+        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME} (or pytorch_model.bin) with the draft weights")
+    tensors: dict[str, torch.Tensor] = {}
+    for name in files:
+        path = directory / name
+        try:
+            with safe_open(path, framework="pt") as handle:
+                tensors.update({key: handle.get_tensor(key) for key in handle.keys()})
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from error
+    return tensors
+
+
+def canonical_weight_name(name: str) -> str:
+    """Our key for a weight name as other tools write it (``model.`` prefix, ``layers.0.``)."""
+    name = name.removeprefix("model.")
+    if name.startswith("layers.0."):
+        name = "midlayer." + name.removeprefix("layers.0.")
+    return name
+
+
+def load_draft(
+    directory: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Eagle3Draft:
+    """Load an EAGLE-3 draft checkpoint (ours or another tool's in the SGLang/vLLM layout)."""
+    directory = Path(directory)
+    config = draft_config_from_json(read_config(directory), str(directory / CONFIG_NAME))
+    weights = {canonical_weight_name(k): v for k, v in read_weights(directory).items()}
+    draft = Eagle3Draft(config)
+    expected = draft.state_dict()
+    unknown = sorted(set(weights) - set(expected))
+    if unknown:
+        raise CheckpointError(f"{directory}: weights the draft does not have: {', '.join(unknown[:8])}")
+    for name, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{directory}: {name} has shape {tuple(tensor.shape)}, config.json implies {tuple(expected[name].shape)}"
+            )
+    missing = set(expected) - set(weights)
+    if "d2t" in missing and config.draft_vocab_size < config.vocab_size:
+        raise CheckpointError(
+            f"{directory}: no d2t although draft_vocab_size {config.draft_vocab_size} < vocab_size "
+            f"{config.vocab_size}; the draft-to-target vocabulary mapping is unknown"
+        )
+    if "t2d" in missing and "d2t" in weights:
+        t2d = torch.zeros(config.vocab_size, dtype=torch.bool)
+        t2d[torch.arange(config.draft_vocab_size) + weights["d2t"].long()] = True
+        weights["t2d"] = t2d
+        missing.discard("t2d")
+    if "embed_tokens.weight" in missing:
+        warnings.warn(
+            f"{directory}: no embed_tokens.weight; copy the target's input embedding into the draft before use",
+            stacklevel=2,
+        )
+        missing.discard("embed_tokens.weight")
+    missing -= {"d2t", "t2d"}
+    if missing:
+        raise CheckpointError(f"{directory}: missing weights: {', '.join(sorted(missing))}")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            expected[name].copy_(tensor)
+    if "d2t" in weights:
+        draft.set_vocab_mapping(weights["d2t"], weights["t2d"])
+    return draft.to(device=device, dtype=dtype) if dtype is not None else draft.to(device)
