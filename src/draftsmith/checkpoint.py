@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .atomic import atomic_directory
 from .config import DraftConfig
 from .draft import Eagle3Draft
 from .rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
@@ -80,7 +79,7 @@ def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) ->
     layer = raw.get("transformer_layer_config", {}) if speculators else raw
     if layer.get("num_hidden_layers", 1) != 1:
         raise CheckpointError(f"{source}: num_hidden_layers is {layer['num_hidden_layers']}; EAGLE-3 drafts have 1")
-    if raw.get("norm_before_residual", not speculators):
+    if raw.get("norm_before_residual", speculators):
         raise CheckpointError(f"{source}: norm_before_residual drafts are not supported (the residual is un-normed h)")
     if layer.get("attention_bias") or layer.get("mlp_bias"):
         raise CheckpointError(f"{source}: attention/mlp biases are set; SGLang drops them, draftsmith refuses them")
@@ -113,34 +112,22 @@ def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) ->
         raise CheckpointError(f"{source}: {error}") from error
 
 
-def save_draft(draft: Eagle3Draft, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_checkpoint(
+    directory: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any], *, overwrite: bool = False
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` atomically; refuse to replace unless ``overwrite``."""
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} exists and is not empty; pass overwrite=True to replace it")
-    dtype = draft.fc.weight.dtype
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in draft.state_dict().items()}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        save_file(state, staging / WEIGHTS_NAME, metadata={"format": "pt"})
-        (staging / CONFIG_NAME).write_text(json.dumps(engine_config(draft.config, dtype), indent=2) + "\n")
-        _replace_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
+    with atomic_directory(directory, overwrite=overwrite) as staging:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, staging / WEIGHTS_NAME,
+                  metadata={"format": "pt"})
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return Path(directory)
 
 
-def _replace_directory(staging: Path, directory: Path) -> None:
-    """Move a finished ``staging`` directory to ``directory``; the old one is removed only afterwards."""
-    if not directory.exists():
-        staging.rename(directory)
-        return
-    retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    directory.rename(retired)
-    staging.rename(directory)
-    shutil.rmtree(retired, ignore_errors=True)
+def save_draft(draft: Eagle3Draft, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Save ``draft`` in the engine layout (see module doc)."""
+    return write_checkpoint(
+        directory, draft.state_dict(), engine_config(draft.config, draft.fc.weight.dtype), overwrite=overwrite
+    )
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:

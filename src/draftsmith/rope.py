@@ -252,7 +252,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, heads, T, D]`` by ``cos``/``sin`` ``[B, T, D]`` in fp32, back to x's dtype."""
+    """Rotate ``x [B, heads, T, D]`` by ``cos``/``sin`` ``[B, T, D]`` in (at least) fp32, back to x's dtype."""
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    rotated = x.float() * cos + rotate_half(x.float()) * sin
-    return rotated.to(x.dtype)
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    return (wide * cos + rotate_half(wide) * sin).to(x.dtype)

@@ -39,6 +39,7 @@ class TargetFamily:
     """How draftsmith treats one Hugging Face ``model_type``."""
 
     model_type: str
+    architecture: str
     mlp_width: Callable[[PretrainedConfig], int]
     layers_path: str = "model.layers"
 
@@ -46,13 +47,13 @@ class TargetFamily:
 FAMILIES: dict[str, TargetFamily] = {
     family.model_type: family
     for family in (
-        TargetFamily("gpt_oss", _moe_mlp_width),
-        TargetFamily("llama", _dense_mlp_width),
-        TargetFamily("mistral", _dense_mlp_width),
-        TargetFamily("qwen2", _dense_mlp_width),
-        TargetFamily("qwen3", _dense_mlp_width),
+        TargetFamily("gpt_oss", "GptOssForCausalLM", _moe_mlp_width),
+        TargetFamily("llama", "LlamaForCausalLM", _dense_mlp_width),
+        TargetFamily("mistral", "MistralForCausalLM", _dense_mlp_width),
+        TargetFamily("qwen2", "Qwen2ForCausalLM", _dense_mlp_width),
+        TargetFamily("qwen3", "Qwen3ForCausalLM", _dense_mlp_width),
         # Qwen3-MoE's intermediate_size is its dense FFN width, not one expert's.
-        TargetFamily("qwen3_moe", _dense_mlp_width),
+        TargetFamily("qwen3_moe", "Qwen3MoeForCausalLM", _dense_mlp_width),
     )
 }
 
