@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import document_bias, ttt_attention
 from .config import DraftConfig
@@ -40,18 +41,18 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(2 * c.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, c.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, cache: list[tuple[torch.Tensor, torch.Tensor]], bias):
+    def forward(self, x, cos, sin, past: tuple[tuple[torch.Tensor, torch.Tensor], ...], bias):
+        """Attention of one TTT step; ``past`` holds the (k, v) of the earlier steps."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        cache.append((k, v))
-        (k0, v0), diagonal = cache[0], cache[1:]
+        (k0, v0), *diagonal = *past, (k, v)
         diag_k = torch.stack([k for k, _ in diagonal], dim=3) if diagonal else None
         diag_v = torch.stack([v for _, v in diagonal], dim=3) if diagonal else None
         out = ttt_attention(q, k0, v0, diag_k, diag_v, None if bias is None else bias.to(q.dtype))
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), (k, v)
 
 
 class MLP(nn.Module):
@@ -74,10 +75,11 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.mlp = MLP(c)
 
-    def forward(self, emb, h, cos, sin, cache, bias):
+    def forward(self, emb, h, cos, sin, past, bias):
         x = torch.cat((self.input_layernorm(emb), self.hidden_norm(h)), dim=-1)
-        r = h + self.self_attn(x, cos, sin, cache, bias)
-        return r + self.mlp(self.post_attention_layernorm(r))
+        a, kv = self.self_attn(x, cos, sin, past, bias)
+        r = h + a
+        return r + self.mlp(self.post_attention_layernorm(r)), kv
 
 
 class Eagle3Draft(nn.Module):
@@ -96,6 +98,7 @@ class Eagle3Draft(nn.Module):
         # target_id = draft_id + d2t[draft_id]; t2d marks target ids the draft can emit.
         self.register_buffer("d2t", torch.zeros(c.draft_vocab_size, dtype=torch.long))
         self.register_buffer("t2d", torch.arange(c.vocab_size) < c.draft_vocab_size)
+        self.gradient_checkpointing = False  # recompute the layer in backward to save activation memory
 
     def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor) -> None:
         """Install a draft↔target vocabulary mapping after checking it is consistent."""
@@ -141,11 +144,16 @@ class Eagle3Draft(nn.Module):
         if attention_mask is not None and not _right_padded_single_document(attention_mask):
             bias = document_bias(attention_mask, torch.float32)
         h = self.fc(aux_hidden_states)
-        cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        past: list[tuple[torch.Tensor, torch.Tensor]] = []
         for j in range(steps):
             ids = F.pad(input_ids[:, j:], (0, j)) if j else input_ids
             cos, sin = self.rotary(position_ids + j)
-            h = self.midlayer(self.embed_tokens(ids), h, cos, sin, cache, bias)
+            args = (self.embed_tokens(ids), h, cos, sin, tuple(past), bias)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h, kv = checkpoint(self.midlayer, *args, use_reentrant=False)
+            else:
+                h, kv = self.midlayer(*args)
+            past.append(kv)
             yield self.lm_head(self.norm(h))
 
     def unroll(
