@@ -1,0 +1,1 @@
+"""Training: the TTT objective, the loop, resume, distributed data parallelism and offline features."""

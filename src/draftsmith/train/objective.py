@@ -1,0 +1,148 @@
+"""The TTT objective: soft cross-entropy per unroll step against the target's distribution.
+
+Alignment (DESIGN.md, Training objective). Tokens ``x_0 .. x_{T-1}``; the target gives,
+per position p, aux states and its next-token distribution (which predicts ``x_{p+1}``).
+At step 0, slot t holds the aux states at position t and the input token ``x_{t+1}``, and
+is supervised by the target distribution at position ``t + 1``; step j shifts tokens,
+targets and masks j further slots left, so slot t at step j is supervised by the target
+at position ``p = t + 1 + j``, which predicts token ``x_{p+1}``.
+
+A slot counts when the token it predicts is an assistant token (``loss_mask[p + 1]``), lies
+in the same document as the slot, and (for the loss only) the target's argmax at p is in
+the draft vocabulary. Agreement metrics count out-of-vocabulary targets as misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..draft import Eagle3Draft
+
+
+@dataclass
+class Supervision:
+    """What the target contributes per position (unshifted), from a live target or offline shards."""
+
+    aux_hidden_states: torch.Tensor  # [B, T, 3H]
+    target_probs: torch.Tensor  # [B, T, draft_vocab], softmax over the draft vocabulary
+    target_argmax: torch.Tensor  # [B, T] target-vocabulary ids
+    in_draft_vocab: torch.Tensor  # [B, T] bool
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # [B, T]
+    loss_mask: torch.Tensor  # [B, T], 1 on assistant tokens
+    document_ids: torch.Tensor  # [B, T], 0 = padding, else a document id
+    position_ids: torch.Tensor  # [B, T]
+
+
+def step_weights(steps: int, decay: float = 0.8) -> torch.Tensor:
+    """``decay**j`` normalized to sum to 1, so the loss scale does not depend on the unroll depth."""
+    weights = decay ** torch.arange(steps, dtype=torch.float64)
+    return (weights / weights.sum()).float()
+
+
+def supervised_slots(batch: TokenBatch, supervision: Supervision, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(valid, trained)`` per step: bool ``[steps, B, T]``.
+
+    ``valid``: the predicted token is an assistant token of the slot's own document.
+    ``trained``: valid and the target's argmax is inside the draft vocabulary.
+    """
+    B, T = batch.input_ids.shape
+    device = batch.input_ids.device
+    valid = torch.zeros(steps, B, T, dtype=torch.bool, device=device)
+    trained = torch.zeros_like(valid)
+    docs, mask = batch.document_ids, batch.loss_mask.bool()
+    for j in range(steps):
+        n = T - 2 - j  # slots t with t + 2 + j < T
+        if n <= 0:
+            break
+        same_doc = (docs[:, :n] == docs[:, 2 + j:]) & (docs[:, :n] != 0)
+        valid[j, :, :n] = mask[:, 2 + j:] & same_doc
+        trained[j, :, :n] = valid[j, :, :n] & supervision.in_draft_vocab[:, 1 + j:T - 1].bool()
+    return valid, trained
+
+
+@dataclass
+class StepStats:
+    """Sums over a batch; add them over a logging window, then read the ratios."""
+
+    loss_sum: torch.Tensor  # [steps] sum of per-slot cross-entropy over trained slots
+    trained: torch.Tensor  # [steps] trained slot counts
+    agree: torch.Tensor  # [steps] draft argmax == target argmax over valid slots
+    valid: torch.Tensor  # [steps] valid slot counts
+    chain: torch.Tensor  # [steps] slots whose first k+1 drafts all agree (k = index)
+    chain_base: torch.Tensor  # [] slots valid at step 0
+
+    def __add__(self, other: StepStats) -> StepStats:
+        return StepStats(*(a + b for a, b in zip(self._fields(), other._fields())))
+
+    def _fields(self):
+        return self.loss_sum, self.trained, self.agree, self.valid, self.chain, self.chain_base
+
+    def summary(self) -> dict[str, float]:
+        """Per-depth loss and agreement, and the simulated acceptance length τ."""
+        out = {}
+        for j in range(self.loss_sum.shape[0]):
+            out[f"loss_{j}"] = (self.loss_sum[j] / self.trained[j].clamp(min=1)).item()
+            out[f"agree_{j}"] = (self.agree[j] / self.valid[j].clamp(min=1)).item()
+        out["tau_sim"] = 1.0 + (self.chain / self.chain_base.clamp(min=1)).sum().item()
+        return out
+
+
+def ttt_objective(
+    draft: Eagle3Draft,
+    batch: TokenBatch,
+    supervision: Supervision,
+    steps: int,
+    decay: float = 0.8,
+    reduce_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    world_size: int = 1,
+) -> tuple[torch.Tensor, StepStats]:
+    """Weighted TTT loss for one batch, and its statistics.
+
+    Each step's loss is a mean over its trained slots. Under data parallelism
+    ``reduce_counts`` (an all-reduce sum) makes that mean global: each rank divides its
+    sum by the count over all ranks and multiplies by ``world_size``, so DDP's gradient
+    average equals the single-process gradient of the same global batch.
+    """
+    T = batch.input_ids.shape[1]
+    valid, trained = supervised_slots(batch, supervision, steps)
+    counts = trained.sum(dim=(1, 2)).float()
+    if reduce_counts is not None:
+        counts = reduce_counts(counts)
+    weights = step_weights(steps, decay).to(counts.device) * world_size
+    draft_inputs = F.pad(batch.input_ids[:, 1:], (0, 1))
+    d2t = draft.d2t
+    loss = torch.zeros((), device=batch.input_ids.device)
+    stats = [torch.zeros(steps, device=loss.device) for _ in range(5)]
+    loss_sum, n_trained, agree, n_valid, chain = stats
+    chain_alive = valid[0].clone()
+    for j, logits in enumerate(draft.steps(draft_inputs, supervision.aux_hidden_states, steps,
+                                            attention_mask=batch.document_ids, position_ids=batch.position_ids)):
+        n = T - 2 - j
+        if n <= 0:
+            break
+        logits = logits[:, :n].float()
+        targets = supervision.target_probs[:, 1 + j:T - 1].float()
+        ce = F.cross_entropy(logits.transpose(1, 2), targets.transpose(1, 2), reduction="none")
+        step_trained = trained[j, :, :n]
+        step_sum = (ce * step_trained).sum()
+        loss = loss + weights[j] * step_sum / counts[j].clamp(min=1)
+        with torch.no_grad():
+            draft_ids = logits.argmax(-1)
+            hits = (draft_ids + d2t[draft_ids]) == supervision.target_argmax[:, 1 + j:T - 1]
+            step_valid = valid[j, :, :n]
+            chain_alive[:, :n] &= hits & step_valid
+            chain_alive[:, n:] = False
+            loss_sum[j] = step_sum.detach()
+            n_trained[j] = step_trained.sum()
+            agree[j] = (hits & step_valid).sum()
+            n_valid[j] = step_valid.sum()
+            chain[j] = chain_alive.sum()
+    return loss, StepStats(loss_sum, n_trained, agree, n_valid, chain, valid[0].sum().float())

@@ -1,0 +1,226 @@
+"""Training recipes: YAML with four sections, typed and validated before any model loads.
+
+A recipe names the target, the data, the draft and the training settings. Unknown keys
+and bad values are errors naming the file and the dotted key (``training.lr``), so a
+typo costs seconds, not the minutes it takes to load a 120B target. ``--set key=value``
+overrides are parsed as YAML scalars and validated the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the file and the key."""
+
+
+@dataclass
+class TargetSection:
+    """The frozen target. Not needed when training from offline features."""
+
+    path: str | None = None
+    dtype: str = "bfloat16"
+    device: str | None = None  # default: cuda when available, else cpu
+    trust_remote_code: bool = False
+    logits_chunk: int = 512  # positions per lm_head chunk (full-vocab logits are never held at once)
+
+
+@dataclass
+class DataSection:
+    train: list[str] = field(default_factory=list)
+    validation: list[str] = field(default_factory=list)
+    validation_fraction: float = 0.0  # held out from train when no validation files are given
+    features: str | None = None  # directory written by `draftsmith prepare`: train without the target
+    max_length: int = 4096
+    overlong: Literal["truncate", "drop"] = "truncate"
+    pack: bool = False
+    supervise: Literal["all", "final"] = "all"  # harmony: analysis + final channels, or final only
+    max_bad_fraction: float = 0.01
+    tokenizer: str | None = None  # default: the target's
+
+
+@dataclass
+class DraftSection:
+    init_from: str | None = None  # warm start from an existing EAGLE-3 draft checkpoint
+    draft_vocab_size: int = 32000
+    vocab_file: str | None = None  # default: <output_dir>/vocab cache keyed by tokenizer + data
+    aux_layer_ids: list[int] | None = None
+    intermediate_size: int | None = None
+
+
+@dataclass
+class TrainingSection:
+    output_dir: str = "runs/draft"
+    seed: int = 0
+    ttt_steps: int = 7
+    step_decay: float = 0.8
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; default: epochs over the data
+    micro_batch_size: int = 1
+    gradient_accumulation: int = 1
+    learning_rate: float = 1e-4
+    min_learning_rate_ratio: float = 0.0  # cosine floor as a fraction of learning_rate
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.5
+    bf16: bool = True  # autocast on CUDA; CPU runs stay in fp32
+    gradient_checkpointing: bool = False
+    log_every: int = 10
+    eval_every: int = 0  # 0: validate only at the end
+    save_every: int = 500
+    keep_last: int = 3
+    tensorboard: bool = False
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+
+
+@dataclass
+class Recipe:
+    target: TargetSection = field(default_factory=TargetSection)
+    data: DataSection = field(default_factory=DataSection)
+    draft: DraftSection = field(default_factory=DraftSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    source: str = "<recipe>"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+_POSITIVE = {"training.ttt_steps", "training.epochs", "training.micro_batch_size", "training.gradient_accumulation",
+             "training.save_every", "training.keep_last", "training.log_every", "data.max_length",
+             "draft.draft_vocab_size", "target.logits_chunk", "training.max_steps", "draft.intermediate_size"}
+_FRACTIONS = {"data.validation_fraction", "data.max_bad_fraction", "training.min_learning_rate_ratio"}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a dataclass field annotation (the few types recipes use)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except RecipeError as error:
+                errors.append(str(error))
+        raise RecipeError(errors[0])
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise RecipeError(f"{where}: {value!r} is not one of {list(typing.get_args(annotation))}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise RecipeError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported recipe annotation {annotation!r}")
+
+
+def _section(cls: type, raw: Any, name: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: section '{name}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RecipeError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                          f"'{name}' takes {', '.join(sorted(known))}")
+    values = {}
+    for key, value in raw.items():
+        where = f"{source}: {name}.{key}"
+        values[key] = _coerce(value, hints[key], where)
+        if f"{name}.{key}" in _POSITIVE and values[key] is not None and values[key] <= 0:
+            raise RecipeError(f"{where}: must be positive, got {value!r}")
+        if f"{name}.{key}" in _FRACTIONS and not 0 <= values[key] < 1:
+            raise RecipeError(f"{where}: must be in [0, 1), got {value!r}")
+    return cls(**values)
+
+
+def _validate(recipe: Recipe) -> Recipe:
+    src, data, draft, training = recipe.source, recipe.data, recipe.draft, recipe.training
+    if data.features is None and not data.train:
+        raise RecipeError(f"{src}: data.train is empty; list conversation files or set data.features")
+    if data.features is None and recipe.target.path is None:
+        raise RecipeError(f"{src}: target.path is required unless data.features points at offline features")
+    if training.learning_rate <= 0:
+        raise RecipeError(f"{src}: training.learning_rate must be positive, got {training.learning_rate}")
+    if training.warmup_steps < 0 or training.weight_decay < 0 or training.max_grad_norm <= 0:
+        raise RecipeError(f"{src}: training.warmup_steps and weight_decay must be >= 0, max_grad_norm > 0")
+    if not 0 < training.step_decay <= 1:
+        raise RecipeError(f"{src}: training.step_decay must be in (0, 1], got {training.step_decay}")
+    if draft.aux_layer_ids is not None and len(draft.aux_layer_ids) != 3:
+        raise RecipeError(f"{src}: draft.aux_layer_ids must list three layers, got {draft.aux_layer_ids}")
+    return recipe
+
+
+def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise RecipeError(f"--set {assignment!r}: expected section.key=value, e.g. training.learning_rate=3e-4")
+    section, name = parts
+    if section not in {f.name for f in dataclasses.fields(Recipe)} - {"source"}:
+        raise RecipeError(f"--set {assignment!r}: unknown section '{section}'")
+    raw.setdefault(section, {})
+    if raw[section] is None:
+        raw[section] = {}
+    raw[section][name] = yaml.safe_load(text) if text.strip() else None
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>", overrides: list[str] = ()) -> Recipe:
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (raw or {}).items()}
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    sections = {f.name: f.type for f in dataclasses.fields(Recipe) if f.name != "source"}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise RecipeError(f"{source}: unknown section(s) {unknown}; a recipe has {', '.join(sections)}")
+    hints = typing.get_type_hints(Recipe)
+    built = {name: _section(hints[name], raw.get(name), name, source) for name in sections}
+    return _validate(Recipe(**built, source=source))
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
+    """Read and validate a YAML recipe (paths inside it are relative to the working directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: recipe not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    return recipe_from_dict(raw, str(path), overrides)

@@ -1,0 +1,102 @@
+"""Training checkpoints that resume exactly.
+
+A checkpoint holds everything the next optimizer step depends on: draft weights,
+optimizer and scheduler state, every RNG, and the data position (epoch and batches
+consumed). It is written to a hidden staging directory and renamed into place, so a
+run killed mid-save leaves the previous checkpoint as the latest complete one. Only
+the last ``keep_last`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_directory
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class Progress:
+    """Where training stands: optimizer steps taken and the data position."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    tokens_seen: int = 0
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first (staging directories are hidden and never match)."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if CHECKPOINT_PATTERN.match(p.name) and (p / STATE_FILE).is_file())
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(
+    output_dir: str | os.PathLike,
+    draft_state: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: Progress,
+    keep_last: int,
+) -> Path:
+    """Write ``checkpoints/step-N`` atomically and prune all but the newest ``keep_last``."""
+    target = Path(output_dir) / "checkpoints" / checkpoint_name(progress.step)
+    with atomic_directory(target, overwrite=True) as staging:
+        save_file({k: v.detach().contiguous().cpu() for k, v in draft_state.items()}, staging / "draft.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+                   staging / "optimizer.pt")
+        (staging / STATE_FILE).write_text(json.dumps(asdict(progress), indent=2) + "\n")
+    for old in list_checkpoints(output_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_training_state(
+    checkpoint: str | os.PathLike,
+    draft: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> Progress:
+    """Restore a checkpoint written by :func:`save_training_state` into live objects."""
+    checkpoint = Path(checkpoint)
+    draft.load_state_dict(load_file(checkpoint / "draft.safetensors"))
+    extra = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    set_rng_state(extra["rng"])
+    return Progress(**json.loads((checkpoint / STATE_FILE).read_text()))
