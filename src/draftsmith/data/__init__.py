@@ -1,0 +1,57 @@
+"""Conversation data for draft training: read, render, mask, fit, pack; the draft vocabulary.
+
+Knows no torch model. Entry points:
+
+- ``build_dataset(sources, tokenizer, DataConfig(...)) -> (list[Sample], DataReport)``: the
+  trainer's call. ``sources`` are JSONL / JSON / Parquet paths, a Hugging Face ``datasets``
+  object, or a list of record dicts, in OpenAI ``messages`` or ShareGPT ``conversations`` form.
+  Each :class:`Sample` holds ``input_ids``, ``loss_mask`` (1 on assistant-emitted tokens),
+  ``document_ids`` and ``position_ids`` (per packed conversation); ``pad_batch`` pads a list of
+  samples into the ``attention_mask`` / ``position_ids`` form ``Eagle3Draft.steps`` takes.
+- ``load_conversations(sources) -> (list[Conversation], DataReport)`` and
+  ``tokenize_conversation(conversation, tokenizer, RenderConfig(...)) -> Sample`` for the
+  steps one at a time; ``render_conversation`` shows the rendered text and its masked spans.
+- ``load_or_build_vocab(path, sources, tokenizer, draft_vocab_size, target_vocab_size)``:
+  the draft vocabulary (``d2t`` / ``t2d``) of the most frequent supervised tokens, cached in
+  a safetensors file keyed by tokenizer and data fingerprints.
+
+Bad records are skipped and counted by reason with ``file:line`` in the ``DataReport``; the
+run stops with ``BadRecordError`` only past ``max_bad_fraction`` (default 1%).
+"""
+
+from .conversation import Conversation, Message, RecordError, parse_conversation
+from .dataset import DataConfig, build_dataset, iter_samples
+from .readers import MissingExtraError, iter_conversations, load_conversations
+from .render import ChatTemplateError, Rendered, RenderConfig, check_chat_template, render_conversation
+from .report import BadRecordError, DataReport
+from .samples import Sample, pack, pad_batch, tokenize_conversation
+from .vocab import VocabMapping, build_vocab_mapping, load_or_build_vocab, load_vocab_mapping, save_vocab_mapping
+
+__all__ = [
+    "BadRecordError",
+    "ChatTemplateError",
+    "Conversation",
+    "DataConfig",
+    "DataReport",
+    "Message",
+    "MissingExtraError",
+    "RecordError",
+    "RenderConfig",
+    "Rendered",
+    "Sample",
+    "VocabMapping",
+    "build_dataset",
+    "build_vocab_mapping",
+    "check_chat_template",
+    "iter_conversations",
+    "iter_samples",
+    "load_conversations",
+    "load_or_build_vocab",
+    "load_vocab_mapping",
+    "pack",
+    "pad_batch",
+    "parse_conversation",
+    "render_conversation",
+    "save_vocab_mapping",
+    "tokenize_conversation",
+]
