@@ -78,7 +78,7 @@ def test_local_backend_equals_greedy_generate(tmp_path, llama_target):
     source = _write_jsonl(tmp_path / "in.jsonl", CONVERSATIONS)
     backend = LocalBackend.from_pretrained(llama_target, GenerationOptions(max_new_tokens=6, batch_size=3))
     report = regenerate(RegenerateOptions(source, tmp_path / "out.jsonl", progress=False), backend)
-    assert report.written == 4 and not report.failed and not report.bad
+    assert report.written == 4 and not report.failed and not report.data.bad
 
     model = AutoModelForCausalLM.from_pretrained(llama_target).eval()
     tokenizer = AutoTokenizer.from_pretrained(llama_target)
@@ -171,19 +171,37 @@ def test_bad_records_are_counted_and_too_many_stop_before_generating(tmp_path):
         b'{"messages": [{"role": "assistant", "content": "x"}]}\n',
         b'{"messages": [{"role": "user", "content": [{"type": "image"}]}]}\n',
         b'{"messages": [{"role": "system", "content": "only a system prompt"}]}\n',
+        b'{"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": null, '
+        b'"tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]}\n',
     ]))
     backend = EchoBackend()
-    with pytest.raises(ValueError, match="8 of 9 records"):
+    with pytest.raises(ValueError, match="9 of 10 records"):
         regenerate(RegenerateOptions(source, tmp_path / "out.jsonl", progress=False), backend)
     assert backend.prompts == []
 
-    report = regenerate(RegenerateOptions(source, tmp_path / "out.jsonl", overwrite=True, max_bad_share=1.0,
+    report = regenerate(RegenerateOptions(source, tmp_path / "out.jsonl", overwrite=True, max_bad_fraction=1.0,
                                           progress=False), backend)
     assert report.written == 1
-    assert report.bad == {"malformed JSON": [2], "not UTF-8": [3], "unknown role": [4], "empty conversation": [5],
-                          "no messages or conversations": [6], "assistant turn before any user turn": [7],
-                          "non-text content": [8], "nothing to regenerate": [9]}
-    assert f"skipped (malformed JSON): 1 at {source} lines 2" in report.summary()
+    expected = {"malformed_json": 2, "invalid_utf8": 3, "unknown_role": 4, "empty_conversation": 5,
+                "not_a_conversation": 6, "starts_with_assistant": 7, "non_text_content": 8,
+                "assistant_before_user": 9, "nothing_to_regenerate": 10}
+    assert report.data.counts() == {reason: 1 for reason in expected}
+    for reason, line in expected.items():
+        assert report.data.skipped[reason][0].startswith(f"{source}:{line}")
+    assert f"malformed_json: 1 ({source}:2" in report.summary()
+
+
+def test_json_input_and_sharegpt_prompts(tmp_path):
+    """Input comes through the training data readers, so a JSON array works as JSONL does."""
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps([CONVERSATIONS[2], {"conversations": [{"from": "human", "value": "w60"}]}], indent=1))
+    report = regenerate(RegenerateOptions(source, tmp_path / "out.jsonl", progress=False), EchoBackend())
+    assert report.written == 2
+    results = sorted(_read_jsonl(tmp_path / "out.jsonl"), key=lambda r: r["source_line"])
+    assert [r["messages"] for r in results] == [
+        [{"role": "user", "content": "w30 w31"}, {"role": "assistant", "content": "echo w30 w31 after 1"}],
+        [{"role": "user", "content": "w60"}, {"role": "assistant", "content": "echo w60 after 1"}],
+    ]
 
 
 class FakeChatServer:
@@ -220,7 +238,7 @@ class FakeChatServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ history before it; a conversation that ends on a user turn gets one new assistan
 An assistant turn that calls tools ends the conversation (it and everything after it are
 dropped), because the tool results that follow answer the original calls, not the new ones.
 
-Output is JSONL, one finished conversation per line in OpenAI ``messages`` form (new
-turns carry ``reasoning_content`` when the target reasons), with the input line number
-and a hash of the input line. Lines are appended and flushed as conversations finish, so
+Input is whatever :mod:`draftsmith.data` reads (JSONL, JSON, Parquet; OpenAI ``messages``
+or ShareGPT ``conversations``), with the same bad-record accounting. Output is JSONL, one
+finished conversation per line in OpenAI ``messages`` form (new turns carry
+``reasoning_content`` when the target reasons), with the input line (or row) and a hash of
+the input record. Lines are appended and flushed as conversations finish, so
 a killed run loses at most the conversations in flight; a rerun with ``resume`` skips
 what is done and refuses an output made from a different input.
 """
@@ -34,15 +36,10 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
+from .data.conversation import RecordError, parse_conversation
+from .data.readers import iter_records
+from .data.report import DataReport
 from .target import TargetLoadOptions, TargetModel
-
-ROLES = {"system", "developer", "user", "assistant", "tool"}
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant", "tool": "tool", "function": "tool", "observation": "tool"}
-
-
-class BadRecord(ValueError):
-    """One input conversation that cannot be regenerated; skipped and counted, never fatal alone."""
 
 
 @dataclass
@@ -79,56 +76,51 @@ class RegenerateOptions:
     output: Path
     resume: bool = False
     overwrite: bool = False
-    max_bad_share: float = 0.01
+    max_bad_fraction: float = 0.01
     progress: bool = True
 
 
 @dataclass
 class RegenerateReport:
-    source: str = ""
-    total: int = 0
+    """Counts for the final summary; bad input records are accounted in ``data`` (reason, file:line)."""
+
+    data: DataReport = field(default_factory=DataReport)
     already_done: int = 0
     written: int = 0
-    bad: dict[str, list[int]] = field(default_factory=dict)  # reason -> input line numbers (1-based)
-    failed: dict[int, str] = field(default_factory=dict)  # input line -> backend error
+    failed: dict[str, str] = field(default_factory=dict)  # input location -> backend error
 
     def summary(self) -> str:
         lines = [f"{self.written} conversations regenerated, {self.already_done} already done, "
-                 f"{sum(map(len, self.bad.values()))} bad records skipped, {len(self.failed)} failed "
-                 f"(of {self.total})"]
-        for reason, numbers in sorted(self.bad.items()):
-            shown = ", ".join(map(str, numbers[:10])) + (" ..." if len(numbers) > 10 else "")
-            lines.append(f"  skipped ({reason}): {len(numbers)} at {self.source} lines {shown}")
-        for number, error in sorted(self.failed.items())[:10]:
-            lines.append(f"  failed at {self.source}:{number}: {error}")
+                 f"{self.data.bad} bad records skipped, {len(self.failed)} failed (of {self.data.records})"]
+        lines += self.data.format().splitlines()[1:]
+        lines += [f"  failed at {where}: {error}" for where, error in list(self.failed.items())[:10]]
         if self.failed:
             lines.append("  rerun with --resume to retry the failed conversations")
         return "\n".join(lines)
 
 
-def normalize_messages(record: Any) -> list[dict[str, Any]]:
-    """OpenAI ``messages`` (or ShareGPT ``conversations``) as a list of role/content dicts."""
-    if not isinstance(record, dict):
-        raise BadRecord("not a JSON object")
-    if isinstance(record.get("messages"), list):
-        messages = [dict(m) if isinstance(m, dict) else m for m in record["messages"]]
-    elif isinstance(record.get("conversations"), list):
-        messages = []
-        for turn in record["conversations"]:
-            if not isinstance(turn, dict) or turn.get("from") not in SHAREGPT_ROLES:
-                raise BadRecord("unknown role")
-            messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn.get("value")})
-    else:
-        raise BadRecord("no messages or conversations")
-    if not messages:
-        raise BadRecord("empty conversation")
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise BadRecord("unknown role")
-        calls_tools = message["role"] == "assistant" and message.get("tool_calls")
-        if not isinstance(message.get("content"), str) and not (calls_tools and message.get("content") is None):
-            raise BadRecord("non-text content")
-    return messages
+def _with_open_answer(record: dict[str, Any]) -> dict[str, Any]:
+    """A prompt-only record with an empty assistant turn appended, in the record's own format."""
+    if "messages" in record:
+        return {**record, "messages": [*record["messages"], {"role": "assistant", "content": ""}]}
+    return {**record, "conversations": [*record["conversations"], {"from": "gpt", "value": ""}]}
+
+
+def conversation_turns(record: Any, location: str) -> list[dict[str, Any]]:
+    """Normalized messages of one input record, planned as in the module doc; RecordError if unusable.
+
+    Reading and normalizing are :mod:`draftsmith.data`'s, so regeneration accepts and rejects
+    exactly what training does, except that a prompt without any assistant turn is welcome here.
+    """
+    if isinstance(record, RecordError):
+        raise record
+    try:
+        conversation = parse_conversation(record, location)
+    except RecordError as error:
+        if error.reason != "no_assistant_turn":
+            raise
+        conversation = parse_conversation(_with_open_answer(record), location)
+    return plan_turns([message.to_template() for message in conversation.messages])
 
 
 def plan_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -139,15 +131,15 @@ def plan_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         turns = turns + [{"role": "assistant", "content": ""}]
     first_assistant = next((i for i, m in enumerate(turns) if m["role"] == "assistant"), None)
     if first_assistant is None:
-        raise BadRecord("nothing to regenerate")
+        raise RecordError("nothing_to_regenerate", "no assistant turn or final user turn before the first tool call")
     if not any(m["role"] == "user" for m in turns[:first_assistant]):
-        raise BadRecord("assistant turn before any user turn")
+        raise RecordError("assistant_before_user", "the first assistant turn has no user turn before it")
     return turns
 
 
 @dataclass
 class _Conversation:
-    line: int  # 1-based input line
+    line: int  # 1-based input line (or row)
     sha1: str
     record: dict[str, Any]
     turns: list[dict[str, Any]]
@@ -211,43 +203,36 @@ def _prepare_output(options: RegenerateOptions) -> dict[int, str]:
     return read_done(options.output)
 
 
+def _line(location: str) -> int:
+    return int(location.rsplit(":", 1)[1])
+
+
+def _fingerprint(record: Any) -> str:
+    """Hash of a record's content, so a resumed run notices an input that changed under it."""
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def load_conversations(options: RegenerateOptions, done: dict[int, str], report: RegenerateReport
                        ) -> list[_Conversation]:
-    """The conversations still to do; bad records are counted, and too many stop the run before any generation."""
+    """The conversations still to do; too many bad records stop the run before any generation."""
     pending: list[_Conversation] = []
-    with open(options.input, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            report.total += 1
-            sha1 = hashlib.sha1(raw.rstrip(b"\r\n")).hexdigest()
-            if number in done:
-                if done[number] != sha1:
-                    raise ValueError(
-                        f"{options.output} holds line {number} of a different input ({options.input}:{number} "
-                        f"changed); use --overwrite or another output path"
-                    )
-                report.already_done += 1
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-                turns = plan_turns(normalize_messages(record))
-            except UnicodeDecodeError:
-                reason = "not UTF-8"
-            except BadRecord as error:
-                reason = str(error)
-            except ValueError:
-                reason = "malformed JSON"
-            else:
-                pending.append(_Conversation(number, sha1, record, turns))
-                continue
-            report.bad.setdefault(reason, []).append(number)
-    bad = sum(map(len, report.bad.values()))
-    if report.total and bad / report.total > options.max_bad_share:
-        raise ValueError(
-            f"{bad} of {report.total} records in {options.input} are bad, over the allowed share "
-            f"{options.max_bad_share:.2%}:\n{report.summary()}"
-        )
+    for location, record in iter_records(options.input):
+        report.data.count_record()
+        line, sha1 = _line(location), _fingerprint(record)
+        if line in done:
+            if done[line] != sha1:
+                raise ValueError(f"{options.output} holds record {line} of a different input ({location} changed); "
+                                 f"use --overwrite or another output path")
+            report.already_done += 1
+            continue
+        try:
+            turns = conversation_turns(record, location)
+        except RecordError as error:
+            report.data.skip(error.reason, location, error.detail)
+            continue
+        pending.append(_Conversation(line, sha1, record, turns))
+    report.data.check(options.max_bad_fraction)
     return pending
 
 
@@ -258,10 +243,10 @@ def regenerate(options: RegenerateOptions, backend: Backend) -> RegenerateReport
     first replies are generated together, then all second replies, and so on, and each
     conversation is appended to the output as soon as its last reply is in.
     """
-    report = RegenerateReport(source=str(options.input))
+    report = RegenerateReport()
     done = _prepare_output(options)
     pending = load_conversations(options, done, report)
-    bar = tqdm(total=report.total - sum(map(len, report.bad.values())), initial=report.already_done,
+    bar = tqdm(total=report.data.records - report.data.bad, initial=report.already_done,
                desc="regenerate", unit="conv", disable=not options.progress)
     with open(options.output, "a", encoding="utf-8") as out, bar:
         for start in range(0, len(pending), backend.batch_size):
@@ -281,7 +266,7 @@ def regenerate(options: RegenerateOptions, backend: Backend) -> RegenerateReport
                 active = []
                 for (conversation, _), reply in zip(asking, replies, strict=True):
                     if isinstance(reply, Exception):
-                        report.failed[conversation.line] = f"{type(reply).__name__}: {reply}"
+                        report.failed[f"{options.input}:{conversation.line}"] = f"{type(reply).__name__}: {reply}"
                         bar.update(1)
                     else:
                         conversation.accept(reply)

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "ending on a user turn gets a new answer; an assistant turn that calls tools ends the "
                     "conversation. Output lines are appended as conversations finish; --resume continues a run.",
     )
-    parser.add_argument("input", type=Path, help="JSONL of conversations (OpenAI messages or ShareGPT conversations)")
+    parser.add_argument("input", type=Path,
+                        help="conversations as JSONL, JSON or Parquet (OpenAI messages or ShareGPT conversations)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output JSONL of regenerated conversations")
     backend = parser.add_mutually_exclusive_group(required=True)
     backend.add_argument("--target", help="local target directory or hub id: generate with Hugging Face")
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retries", type=int, default=3, help="retries of a failed HTTP request (default 3)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="environment variable holding the endpoint's API key (default OPENAI_API_KEY)")
-    parser.add_argument("--max-bad-share", type=float, default=0.01,
+    parser.add_argument("--max-bad-fraction", type=float, default=0.01,
                         help="stop before generating if more than this share of records is bad (default 0.01)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="continue an existing output, skipping finished records")
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     generation = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                    top_p=args.top_p, batch_size=batch_size)
     options = RegenerateOptions(input=args.input, output=args.output, resume=args.resume, overwrite=args.overwrite,
-                                max_bad_share=args.max_bad_share, progress=not args.no_progress)
+                                max_bad_fraction=args.max_bad_fraction, progress=not args.no_progress)
     check_output(options)
     if args.target:
         torch.manual_seed(args.seed)
