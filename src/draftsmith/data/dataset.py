@@ -83,15 +83,17 @@ def iter_samples(
         except RecordError as error:
             report.skip(error.reason, conversation.source, error.detail)
             continue
-        if len(sample) > config.max_length:
-            if config.overlong == "drop":
-                report.drop("overlong", conversation.source)
-                continue
+        overlong = len(sample) > config.max_length
+        if overlong and config.overlong == "drop":
+            report.drop("overlong", conversation.source)
+            continue
+        if overlong:
             sample = truncate(sample, config.max_length)
-            report.truncate(conversation.source)
         if not any(sample.loss_mask):
             report.drop("nothing_supervised", conversation.source)
             continue
+        if overlong:
+            report.truncate(conversation.source)
         yield sample
 
 

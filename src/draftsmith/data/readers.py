@@ -91,6 +91,8 @@ def is_hf_dataset(obj: Any) -> bool:
 
 
 def _dataset_name(obj: Any) -> str:
+    if isinstance(obj, (list, tuple)):
+        return "<records>"
     info = getattr(obj, "info", None)
     name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None)
     return f"<dataset {name}>" if name else f"<{type(obj).__name__}>"
