@@ -20,25 +20,28 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data import pad_batch
 from ..draft import Eagle3Draft
-
-
-@dataclass
-class Supervision:
-    """What the target contributes per position (unshifted), from a live target or offline shards."""
-
-    aux_hidden_states: torch.Tensor  # [B, T, 3H]
-    target_probs: torch.Tensor  # [B, T, draft_vocab], softmax over the draft vocabulary
-    target_argmax: torch.Tensor  # [B, T] target-vocabulary ids
-    in_draft_vocab: torch.Tensor  # [B, T] bool
+from ..target import TargetOutputs
 
 
 @dataclass
 class TokenBatch:
+    """A right-padded batch of samples (see :func:`draftsmith.data.pad_batch`)."""
+
     input_ids: torch.Tensor  # [B, T]
     loss_mask: torch.Tensor  # [B, T], 1 on assistant tokens
     document_ids: torch.Tensor  # [B, T], 0 = padding, else a document id
     position_ids: torch.Tensor  # [B, T]
+
+    @classmethod
+    def from_samples(cls, samples: list, pad_token_id: int, device: torch.device | str = "cpu") -> TokenBatch:
+        padded = {k: torch.tensor(v, dtype=torch.long, device=device) for k, v in pad_batch(samples, pad_token_id).items()}
+        return cls(padded["input_ids"], padded["loss_mask"], padded["attention_mask"], padded["position_ids"])
+
+    @property
+    def real_tokens(self) -> int:
+        return int((self.document_ids != 0).sum())
 
 
 def step_weights(steps: int, decay: float = 0.8) -> torch.Tensor:
@@ -47,7 +50,7 @@ def step_weights(steps: int, decay: float = 0.8) -> torch.Tensor:
     return (weights / weights.sum()).float()
 
 
-def supervised_slots(batch: TokenBatch, supervision: Supervision, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def supervised_slots(batch: TokenBatch, supervision: TargetOutputs, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(valid, trained)`` per step: bool ``[steps, B, T]``.
 
     ``valid``: the predicted token is an assistant token of the slot's own document.
@@ -80,10 +83,22 @@ class StepStats:
     chain_base: torch.Tensor  # [] slots valid at step 0
 
     def __add__(self, other: StepStats) -> StepStats:
-        return StepStats(*(a + b for a, b in zip(self._fields(), other._fields())))
+        return StepStats.from_flat(self.flat() + other.flat())
 
-    def _fields(self):
-        return self.loss_sum, self.trained, self.agree, self.valid, self.chain, self.chain_base
+    def flat(self) -> torch.Tensor:
+        """All sums in one fp32 vector, for a single all-reduce across ranks."""
+        parts = (self.loss_sum, self.trained, self.agree, self.valid, self.chain, self.chain_base)
+        return torch.cat([p.detach().flatten().float() for p in parts])
+
+    @classmethod
+    def from_flat(cls, flat: torch.Tensor) -> StepStats:
+        steps = (flat.numel() - 1) // 5
+        *per_step, base = flat.split([steps] * 5 + [1])
+        return cls(*per_step, base[0])
+
+    @classmethod
+    def zeros(cls, steps: int, device: torch.device | str = "cpu") -> StepStats:
+        return cls.from_flat(torch.zeros(5 * steps + 1, device=device))
 
     def summary(self) -> dict[str, float]:
         """Per-depth loss and agreement, and the simulated acceptance length τ."""
@@ -98,7 +113,7 @@ class StepStats:
 def ttt_objective(
     draft: Eagle3Draft,
     batch: TokenBatch,
-    supervision: Supervision,
+    supervision: TargetOutputs,
     steps: int,
     decay: float = 0.8,
     reduce_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,

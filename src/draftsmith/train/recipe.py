@@ -52,7 +52,7 @@ class DataSection:
 class DraftSection:
     init_from: str | None = None  # warm start from an existing EAGLE-3 draft checkpoint
     draft_vocab_size: int = 32000
-    vocab_file: str | None = None  # default: <output_dir>/vocab cache keyed by tokenizer + data
+    vocab_file: str | None = None  # default: ~/.cache/draftsmith/vocab/, validated by tokenizer + data fingerprints
     aux_layer_ids: list[int] | None = None
     intermediate_size: int | None = None
 

@@ -1,0 +1,298 @@
+"""The training run: one recipe in, one engine-ready draft out, resumable at every checkpoint.
+
+``train(recipe, resume=False)`` validates the output directory before loading anything,
+builds the samples, vocabulary, draft and supervision source (the live target, or
+offline features), then runs AdamW with warmup + cosine decay, gradient accumulation and
+clipping over the TTT objective. Metrics go to ``metrics.jsonl`` (and TensorBoard when
+asked); checkpoints to ``checkpoints/step-N``; the final draft to ``draft/`` in the
+layout SGLang and vLLM load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..draft import Eagle3Draft
+from ..target import draft_token_ids_from_d2t
+from ..targets import load_target_config
+from .batches import epoch_order, evaluation_batches, rank_micro_batches
+from .distributed import DistContext, init_distributed, shutdown
+from .features import FeatureSet, check_manifest, vocab_fingerprint
+from .objective import StepStats, TokenBatch, ttt_objective
+from .recipe import Recipe
+from .setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
+                    load_warm_start, vocab_mapping)
+from .state import Progress, list_checkpoints, load_training_state, save_training_state
+
+log = logging.getLogger(__name__)
+
+
+class TTTModule(nn.Module):
+    """The draft with the TTT objective as its forward, so DDP can wrap it."""
+
+    def __init__(self, draft: Eagle3Draft, steps: int, decay: float, context: DistContext):
+        super().__init__()
+        self.draft, self.steps, self.decay, self.context = draft, steps, decay, context
+
+    def forward(self, batch: TokenBatch, supervision) -> tuple[torch.Tensor, StepStats]:
+        return ttt_objective(self.draft, batch, supervision, self.steps, self.decay,
+                             reduce_counts=self.context.all_reduce_sum if self.context.enabled else None,
+                             world_size=self.context.world_size)
+
+
+def cosine_schedule(total_steps: int, warmup_steps: int, floor: float):
+    """Linear warmup to 1, then cosine decay to ``floor`` at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def check_output_dir(output_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run into an empty directory."""
+    if resume:
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            raise FileNotFoundError(f"{output_dir}: no checkpoint to resume from (checkpoints/step-*)")
+        return checkpoints[-1]
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir} is not empty; pass --resume to continue that run, or choose another "
+                              f"training.output_dir")
+    return None
+
+
+class Supervisor:
+    """Supervision for a batch: from the live target, or from offline features by sample index."""
+
+    def __init__(self, target=None, draft_token_ids=None, features: FeatureSet | None = None):
+        self.target, self.draft_token_ids, self.features = target, draft_token_ids, features
+
+    def __call__(self, batch: TokenBatch, indices: list[int]):
+        if self.features is not None:
+            return self.features.supervision(indices, batch.input_ids.shape[1])
+        return self.target(batch.input_ids, self.draft_token_ids, None, batch.position_ids)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True):
+        self.recipe, self.cfg = recipe, recipe.training
+        self.output_dir = Path(self.cfg.output_dir)
+        self.resume_from = check_output_dir(self.output_dir, resume)
+        self.context = init_distributed(recipe.target.device)
+        self.progress_bars = progress and self.context.is_main
+        torch.manual_seed(self.cfg.seed)
+        self._build()
+
+    def _build(self) -> None:
+        recipe, device = self.recipe, self.context.device
+        warm = load_warm_start(recipe)
+        if recipe.data.features is not None:
+            self._build_offline(warm)
+        else:
+            tokenizer = load_tokenizer(recipe)
+            self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            self.train_samples, self.val_samples = build_samples(recipe, tokenizer, self.progress_bars)
+            target_config = load_target_config(recipe.target.path)
+            d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, self.progress_bars)
+            self.draft = build_run_draft(recipe, target_config, warm)
+            self.draft.set_vocab_mapping(d2t, t2d)
+            target = load_target(recipe, self.draft, device)
+            copy_target_embedding(self.draft, target.model.get_input_embeddings().weight.detach())
+            draft_ids = draft_token_ids_from_d2t(self.draft.d2t).to(device)
+            self.train_supervisor = self.val_supervisor = Supervisor(target, draft_ids)
+        self.draft.to(device).train()
+        self.draft.gradient_checkpointing = self.cfg.gradient_checkpointing
+        module = TTTModule(self.draft, self.cfg.ttt_steps, self.cfg.step_decay, self.context)
+        self.module = module
+        if self.context.enabled:
+            self.module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[device.index] if device.type == "cuda" else None)
+        params = [p for p in self.draft.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        per_epoch = len(rank_micro_batches(list(range(len(self.train_samples))), self.cfg.micro_batch_size,
+                                           self.context.world_size, 0, self.cfg.gradient_accumulation))
+        self.steps_per_epoch = per_epoch // self.cfg.gradient_accumulation
+        self.total_steps = self.cfg.max_steps or self.cfg.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_schedule(self.total_steps, self.cfg.warmup_steps, self.cfg.min_learning_rate_ratio))
+        self.progress = Progress()
+        if self.resume_from is not None:
+            self.progress = load_training_state(self.resume_from, self.draft, self.optimizer, self.scheduler)
+            log.info("resumed from %s at step %d", self.resume_from, self.progress.step)
+
+    def _build_offline(self, warm: Eagle3Draft | None) -> None:
+        recipe, device = self.recipe, self.context.device
+        self.features = FeatureSet(recipe.data.features, "train", device)
+        manifest, source = self.features.manifest, str(Path(recipe.data.features) / "manifest.json")
+        check_manifest(manifest, {
+            "target_path": recipe.target.path, "max_length": recipe.data.max_length, "pack": recipe.data.pack,
+            "supervise": recipe.data.supervise, "draft_vocab_size": None if warm else
+            min(recipe.draft.draft_vocab_size, manifest["target_config"]["vocab_size"]),
+            "aux_layer_ids": list(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
+        }, source)
+        if warm is not None:
+            check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t),
+                                      "aux_layer_ids": list(warm.config.aux_layer_ids)}, source)
+        self.pad_id = manifest["pad_token_id"]
+        self.train_samples = self.features.samples()
+        validation = FeatureSet(recipe.data.features, "validation", device)
+        self.val_samples = validation.samples()
+        self.draft = build_run_draft(recipe, manifest["target_config"], warm)
+        check_manifest(manifest, {"aux_layer_ids": list(self.draft.config.aux_layer_ids)}, source)
+        self.draft.set_vocab_mapping(self.features.d2t, self.features.t2d.cpu())
+        copy_target_embedding(self.draft, self.features.embed_tokens)
+        self.train_supervisor, self.val_supervisor = Supervisor(features=self.features), Supervisor(
+            features=validation)
+
+    def _autocast(self):
+        device = self.context.device
+        if device.type == "cuda" and self.cfg.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _micro_step(self, indices: list[int], samples, supervisor, grad: bool):
+        batch = TokenBatch.from_samples([samples[i] for i in indices], self.pad_id, self.context.device)
+        supervision = supervisor(batch, indices)
+        with self._autocast(), torch.set_grad_enabled(grad):
+            loss, stats = self.module(batch, supervision)
+        return loss, stats, batch.real_tokens
+
+    def evaluate(self) -> dict[str, float]:
+        """τ_sim and per-depth agreement on the validation set (all ranks, summed)."""
+        if not self.val_samples:
+            return {}
+        self.draft.eval()
+        total = StepStats.zeros(self.cfg.ttt_steps, self.context.device)
+        for indices in evaluation_batches(len(self.val_samples), self.cfg.micro_batch_size,
+                                          self.context.world_size, self.context.rank):
+            total = total + self._micro_step(indices, self.val_samples, self.val_supervisor, grad=False)[1]
+        self.draft.train()
+        return StepStats.from_flat(self.context.all_reduce_sum(total.flat())).summary()
+
+    def run(self) -> Path:
+        cfg, ctx, progress = self.cfg, self.context, self.progress
+        writer = _MetricsWriter(self.output_dir, cfg.tensorboard) if ctx.is_main else None
+        bar = tqdm(total=self.total_steps, initial=progress.step, desc="training", unit="step",
+                   disable=not self.progress_bars)
+        window, window_tokens, window_start = None, 0, time.perf_counter()
+        try:
+            while progress.step < self.total_steps:
+                order = epoch_order(len(self.train_samples), cfg.seed, progress.epoch)
+                batches = rank_micro_batches(order, cfg.micro_batch_size, ctx.world_size, ctx.rank,
+                                             cfg.gradient_accumulation)
+                while progress.batches_in_epoch < len(batches) and progress.step < self.total_steps:
+                    group = batches[progress.batches_in_epoch: progress.batches_in_epoch + cfg.gradient_accumulation]
+                    stats, tokens = self._optimizer_step(group)
+                    progress.batches_in_epoch += len(group)
+                    progress.tokens_seen += tokens
+                    window = stats if window is None else window + stats
+                    window_tokens += tokens
+                    bar.update(1)
+                    if progress.step % cfg.log_every == 0 or progress.step == self.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        metrics = self._window_metrics(window, window_tokens, elapsed)
+                        if writer:
+                            writer.write("train", progress.step, metrics)
+                        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tau=f"{metrics['tau_sim']:.2f}")
+                        window, window_tokens, window_start = None, 0, time.perf_counter()
+                    if cfg.eval_every and progress.step % cfg.eval_every == 0 and progress.step < self.total_steps:
+                        self._validate(writer)
+                    if progress.step % cfg.save_every == 0 and progress.step < self.total_steps:
+                        self._save()
+                if progress.batches_in_epoch >= len(batches):
+                    progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
+            bar.close()
+            self._validate(writer)
+            self._save()
+            final = self.output_dir / "draft"
+            if ctx.is_main:
+                self.draft.save_pretrained(final, overwrite=True)
+            ctx.barrier()
+            return final
+        finally:
+            if writer:
+                writer.close()
+            shutdown(ctx)
+
+    def _optimizer_step(self, group: list[list[int]]) -> tuple[StepStats, int]:
+        total, tokens = None, 0
+        for k, indices in enumerate(group):
+            last = k == len(group) - 1
+            sync = contextlib.nullcontext() if last or not self.context.enabled else self.module.no_sync()
+            with sync:
+                loss, stats, n = self._micro_step(indices, self.train_samples, self.train_supervisor, grad=True)
+                (loss / len(group)).backward()
+            total, tokens = (stats if total is None else total + stats), tokens + n
+        params = [p for p in self.draft.parameters() if p.requires_grad]
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        return total, tokens
+
+    def _window_metrics(self, window: StepStats, tokens: int, elapsed: float) -> dict[str, float]:
+        sums = window.flat()
+        flat = self.context.all_reduce_sum(torch.cat([sums, sums.new_tensor([float(tokens)])]))
+        summary = StepStats.from_flat(flat[:-1]).summary()
+        tokens = flat[-1].item()
+        weights = [self.cfg.step_decay ** j for j in range(self.cfg.ttt_steps)]
+        summary["loss"] = sum(w * summary[f"loss_{j}"] for j, w in enumerate(weights)) / sum(weights)
+        summary.update(tokens_per_s=tokens / max(elapsed, 1e-9),
+                       lr=self.scheduler.get_last_lr()[0], grad_norm=self.grad_norm)
+        return summary
+
+    def _validate(self, writer) -> None:
+        metrics = self.evaluate()
+        if metrics and writer:
+            writer.write("validation", self.progress.step, metrics)
+
+    def _save(self) -> None:
+        if self.context.is_main:
+            save_training_state(self.output_dir, self.draft.state_dict(), self.optimizer, self.scheduler,
+                                self.progress, self.cfg.keep_last)
+        self.context.barrier()
+
+
+class _MetricsWriter:
+    """Metrics as JSON lines (always) and TensorBoard scalars (when installed and asked for)."""
+
+    def __init__(self, output_dir: Path, tensorboard: bool):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(output_dir / "metrics.jsonl", "a")
+        self.tensorboard = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ValueError("training.tensorboard needs `pip install draftsmith[tensorboard]`") from error
+            self.tensorboard = SummaryWriter(output_dir / "tensorboard")
+
+    def write(self, split: str, step: int, metrics: dict[str, Any]) -> None:
+        self.file.write(json.dumps({"split": split, "step": step, **metrics}) + "\n")
+        self.file.flush()
+        if self.tensorboard:
+            for name, value in metrics.items():
+                self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tensorboard:
+            self.tensorboard.close()
+
+
+def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
+    """Run a recipe to completion; returns the directory of the exported draft."""
+    return Trainer(recipe, resume=resume, progress=progress).run()

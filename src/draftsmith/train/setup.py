@@ -1,0 +1,134 @@
+"""Building what a run needs from a recipe: tokenizer, samples, vocabulary, draft, target.
+
+Shared by ``draftsmith train`` and ``draftsmith prepare`` so that offline features and
+online training see the same samples, vocabulary and aux layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, PretrainedConfig
+
+from ..checkpoint import load_draft
+from ..data import DataConfig, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
+from ..draft import Eagle3Draft
+from ..target import TargetLoadOptions, TargetModel
+from ..targets import build_draft
+from .recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+class VocabMismatchError(ValueError):
+    """A data-derived draft vocabulary that differs from the warm-start draft's own."""
+
+
+def data_config(recipe: Recipe) -> DataConfig:
+    d = recipe.data
+    return DataConfig(max_length=d.max_length, overlong=d.overlong, pack=d.pack, channels=d.supervise,
+                      max_bad_fraction=d.max_bad_fraction)
+
+
+def load_tokenizer(recipe: Recipe) -> Any:
+    source = recipe.data.tokenizer or recipe.target.path
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=recipe.target.trust_remote_code)
+
+
+def build_samples(recipe: Recipe, tokenizer: Any, progress: bool) -> tuple[list[Sample], list[Sample]]:
+    """Train and validation samples; without validation files, a seeded holdout of the train set."""
+    config = data_config(recipe)
+    train, _ = build_dataset(recipe.data.train, tokenizer, config, progress=progress)
+    if recipe.data.validation:
+        validation, _ = build_dataset(recipe.data.validation, tokenizer, config, progress=progress)
+        return train, validation
+    held = int(len(train) * recipe.data.validation_fraction)
+    if not held:
+        return train, []
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.training.seed)).tolist()
+    return [train[i] for i in order[held:]], [train[i] for i in order[:held]]
+
+
+def vocab_mapping(
+    recipe: Recipe, tokenizer: Any, target_vocab_size: int, warm: Eagle3Draft | None, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d2t, t2d)``: the warm-start draft's own, else the most frequent supervised tokens of the data.
+
+    With a warm start and an explicit ``draft.vocab_file`` the two must agree: training a
+    public draft on a different vocabulary would silently scramble its output layer.
+    """
+    path = recipe.draft.vocab_file
+    if warm is not None:
+        if path is not None:
+            mapping = load_vocab_mapping(path, target_vocab_size)
+            if not (torch.equal(mapping.d2t.cpu(), warm.d2t.cpu()) and torch.equal(mapping.t2d.cpu(), warm.t2d.cpu())):
+                raise VocabMismatchError(
+                    f"draft.vocab_file {path} maps {mapping.d2t.numel()} tokens differently from the warm-start "
+                    f"draft {recipe.draft.init_from} ({warm.d2t.numel()} tokens); a warm start keeps its own "
+                    f"vocabulary, so drop draft.vocab_file or start from scratch"
+                )
+        return warm.d2t.clone(), warm.t2d.clone()
+    path = path or default_vocab_path(recipe)
+    size = min(recipe.draft.draft_vocab_size, target_vocab_size)
+    mapping, reused = load_or_build_vocab(path, recipe.data.train, tokenizer, size, target_vocab_size,
+                                          data_config(recipe), progress=progress)
+    log.info("draft vocabulary %s: %s", "reused" if reused else "built", path)
+    return mapping.d2t, mapping.t2d
+
+
+def default_vocab_path(recipe: Recipe) -> Path:
+    """A per-user cache file for the recipe's tokenizer and data, so reruns and ``prepare`` share it.
+
+    The name only spreads recipes over files; whether the cached vocabulary is still valid
+    is decided by the tokenizer and data fingerprints stored inside it.
+    """
+    key = json.dumps([recipe.data.tokenizer or recipe.target.path, recipe.data.train, recipe.draft.draft_vocab_size])
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "draftsmith" / "vocab"
+    return root / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
+
+
+def build_run_draft(
+    recipe: Recipe, target_config: PretrainedConfig | dict, warm: Eagle3Draft | None
+) -> Eagle3Draft:
+    """The draft to train: the warm start as loaded, or a fresh one derived from the target."""
+    if warm is not None:
+        return warm
+    overrides = {}
+    if recipe.draft.intermediate_size is not None:
+        overrides["intermediate_size"] = recipe.draft.intermediate_size
+    return build_draft(target_config, draft_vocab_size=recipe.draft.draft_vocab_size,
+                       aux_layer_ids=recipe.draft.aux_layer_ids, **overrides)
+
+
+def load_warm_start(recipe: Recipe) -> Eagle3Draft | None:
+    if recipe.draft.init_from is None:
+        return None
+    draft = load_draft(recipe.draft.init_from)
+    if recipe.draft.aux_layer_ids is not None and tuple(recipe.draft.aux_layer_ids) != draft.config.aux_layer_ids:
+        raise ValueError(f"draft.aux_layer_ids {recipe.draft.aux_layer_ids} differ from the warm-start draft's "
+                         f"{list(draft.config.aux_layer_ids or [])}")
+    return draft
+
+
+def load_target(recipe: Recipe, draft: Eagle3Draft, device: torch.device) -> TargetModel:
+    options = TargetLoadOptions(dtype=recipe.target.dtype, device=device,
+                                trust_remote_code=recipe.target.trust_remote_code,
+                                logits_chunk=recipe.target.logits_chunk)
+    target = TargetModel.from_pretrained(recipe.target.path, draft.config.aux_layer_ids, options)
+    target.check_draft(draft.config)
+    return target
+
+
+def copy_target_embedding(draft: Eagle3Draft, embedding: torch.Tensor) -> None:
+    """The draft's input embedding is a frozen copy of the target's."""
+    if tuple(embedding.shape) != tuple(draft.embed_tokens.weight.shape):
+        raise ValueError(f"target embedding {tuple(embedding.shape)} does not fit the draft's "
+                         f"{tuple(draft.embed_tokens.weight.shape)}")
+    with torch.no_grad():
+        draft.embed_tokens.weight.copy_(embedding)

@@ -1,0 +1,118 @@
+"""The trainer end to end on a tiny gpt-oss target: learning, exact resume, offline = online, recipes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from draftsmith import load_draft
+from draftsmith.train.loop import Trainer, train
+from draftsmith.train.prepare import prepare
+from draftsmith.train.recipe import load_recipe
+from train_workspace import make_workspace, read_metrics, write_recipe
+
+SRC = str(Path(__file__).parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("workspace"))
+
+
+def _cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "draftsmith", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_loss_falls_and_tau_rises(workspace):
+    recipe = load_recipe(write_recipe(workspace, "learn", training={"max_steps": 30, "log_every": 5},
+                                      data={"validation_fraction": 0.2}))
+    final = train(recipe, progress=False)
+    metrics = read_metrics(workspace / "learn")
+    first, last = metrics[0], metrics[-1]
+    assert last["loss"] < 0.8 * first["loss"]
+    assert last["tau_sim"] > first["tau_sim"] + 0.3
+    assert {"agree_0", "tokens_per_s", "lr", "grad_norm"} <= set(last)
+    assert read_metrics(workspace / "learn", "validation")[-1]["tau_sim"] > 1.0
+    draft = load_draft(final)  # the engine-format export at the end
+    assert draft.config.aux_layer_ids == (0, 1, 2)
+
+
+def test_refuses_non_empty_output_dir_without_resume(workspace):
+    recipe = load_recipe(write_recipe(workspace, "occupied"))
+    (workspace / "occupied").mkdir()
+    (workspace / "occupied" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is not empty; pass --resume"):
+        Trainer(recipe)
+    assert (workspace / "occupied" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        Trainer(recipe, resume=True)
+
+
+def test_sigkill_and_resume_is_bitwise_identical(workspace):
+    steps = {"max_steps": 12, "save_every": 3}
+    reference = _cli("train", str(write_recipe(workspace, "uninterrupted", training=steps)), "--no-progress")
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    killed_recipe = write_recipe(workspace, "killed", training=steps)
+    victim = _cli("train", str(killed_recipe), "--no-progress")
+    checkpoint = workspace / "killed" / "checkpoints" / "step-00000006" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (workspace / "killed" / "draft").exists(), "the run finished before it could be killed"
+    resumed = _cli("train", str(killed_recipe), "--resume", "--no-progress")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    want = load_file(workspace / "uninterrupted" / "draft" / "model.safetensors")
+    got = load_file(workspace / "killed" / "draft" / "model.safetensors")
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+
+
+def test_offline_features_give_the_online_first_step_loss(workspace):
+    online = write_recipe(workspace, "online", training={"max_steps": 1})
+    train(load_recipe(online), progress=False)
+    prepare(load_recipe(online), workspace / "features", progress=False)
+    offline = write_recipe(workspace, "offline", training={"max_steps": 1},
+                           data={"features": str(workspace / "features")})
+    recipe = load_recipe(offline)
+    recipe.target.path = None  # train reads the features without the target
+    train(recipe, progress=False)
+    assert read_metrics(workspace / "offline")[0]["loss"] == pytest.approx(
+        read_metrics(workspace / "online")[0]["loss"], rel=1e-5)
+
+
+def test_offline_refuses_mismatched_manifest(workspace):
+    if not (workspace / "features").exists():
+        prepare(load_recipe(write_recipe(workspace, "prep", training={"max_steps": 1})), workspace / "features",
+                progress=False)
+    recipe = load_recipe(write_recipe(workspace, "mismatch", data={"features": str(workspace / "features"),
+                                                                   "max_length": 64}))
+    with pytest.raises(ValueError, match="prepared with max_length=192, the recipe has 64"):
+        Trainer(recipe)
+
+
+def test_two_gloo_ranks_match_one_process(workspace):
+    one = write_recipe(workspace, "single", training={"micro_batch_size": 4, "max_steps": 4})
+    two = write_recipe(workspace, "ddp", training={"micro_batch_size": 2, "max_steps": 4})
+    single = _cli("train", str(one), "--no-progress")
+    assert single.wait(timeout=300) == 0, single.stdout.read()
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29517", "-m", "draftsmith", "train", str(two), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    a, b = read_metrics(workspace / "single"), read_metrics(workspace / "ddp")
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
+        assert y["tau_sim"] == pytest.approx(x["tau_sim"], abs=1e-6)
