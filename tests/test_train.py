@@ -116,3 +116,50 @@ def test_two_gloo_ranks_match_one_process(workspace):
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
         assert y["tau_sim"] == pytest.approx(x["tau_sim"], abs=1e-6)
+
+
+def _other_tool_draft(workspace, directory):
+    """A draft as another tool writes it: layers.0.* names, no embed_tokens, its own vocabulary."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from draftsmith import build_draft
+    from tiny_models import tiny_gpt_oss_config
+
+    torch.manual_seed(3)
+    draft = build_draft(tiny_gpt_oss_config(), draft_vocab_size=200)
+    d2t = torch.arange(200) * 2 - torch.arange(200)  # draft id i -> target id 2i
+    t2d = torch.zeros(512, dtype=torch.bool)
+    t2d[::2][:200] = True
+    draft.set_vocab_mapping(d2t, t2d)
+    draft.save_pretrained(directory)
+    tensors = {k.replace("midlayer.", "layers.0."): v for k, v in load_file(directory / "model.safetensors").items()
+               if k != "embed_tokens.weight"}
+    save_file(tensors, directory / "model.safetensors")
+    config = json.loads((directory / "config.json").read_text())
+    config.pop("draftsmith")
+    (directory / "config.json").write_text(json.dumps(config))
+    return d2t
+
+
+def test_warm_start_keeps_the_drafts_vocabulary(workspace):
+    d2t = _other_tool_draft(workspace, workspace / "public-draft")
+    recipe = load_recipe(write_recipe(workspace, "warm", training={"max_steps": 2},
+                                      draft={"init_from": str(workspace / "public-draft"), "vocab_file": None}))
+    with pytest.warns(UserWarning, match="no embed_tokens.weight"):
+        final = train(recipe, progress=False)
+    trained = load_draft(final)
+    assert torch.equal(trained.d2t, d2t)
+    target_embedding = load_file(workspace / "target" / "model.safetensors")["model.embed_tokens.weight"]
+    assert torch.equal(trained.embed_tokens.weight, target_embedding)
+
+
+def test_warm_start_refuses_a_different_data_vocabulary(workspace):
+    _other_tool_draft(workspace, workspace / "public-draft-2")
+    train(load_recipe(write_recipe(workspace, "makes-vocab", training={"max_steps": 1})), progress=False)
+    recipe = load_recipe(write_recipe(workspace, "warm-mismatch",
+                                      draft={"init_from": str(workspace / "public-draft-2")}))
+    with pytest.raises(ValueError, match="maps 200 tokens differently from the warm-start draft"):
+        with pytest.warns(UserWarning):
+            Trainer(recipe)

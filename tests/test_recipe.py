@@ -1,0 +1,75 @@
+"""Recipes are validated before any model loads; every mistake names the file and the key."""
+
+import pytest
+import yaml
+
+from draftsmith.cli import main
+from draftsmith.train.recipe import RecipeError, load_recipe
+
+GOOD = {"target": {"path": "some/target"}, "data": {"train": ["train.jsonl"]},
+        "training": {"output_dir": "run", "learning_rate": 1e-4}}
+
+
+def _write(tmp_path, recipe, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe) if not isinstance(recipe, str) else recipe)
+    return path
+
+
+def test_good_recipe_and_defaults(tmp_path):
+    recipe = load_recipe(_write(tmp_path, GOOD))
+    assert recipe.training.ttt_steps == 7 and recipe.training.step_decay == 0.8
+    assert recipe.data.train == ["train.jsonl"] and recipe.draft.draft_vocab_size == 32000
+
+
+def test_set_overrides_are_typed(tmp_path):
+    recipe = load_recipe(_write(tmp_path, GOOD), ["training.learning_rate=3e-4", "data.pack=true",
+                                                  "draft.aux_layer_ids=[1, 11, 20]"])
+    assert recipe.training.learning_rate == 3e-4 and recipe.data.pack is True
+    assert recipe.draft.aux_layer_ids == [1, 11, 20]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"training": {"lr": 1e-4}}, r"recipe.yaml: unknown key\(s\) training.lr; 'training' takes"),
+    ({"trainer": {}}, r"unknown section\(s\) \['trainer'\]"),
+    ({"training": {"micro_batch_size": "four"}}, "training.micro_batch_size: expected an integer, got 'four'"),
+    ({"training": {"micro_batch_size": 0}}, "training.micro_batch_size: must be positive"),
+    ({"training": {"bf16": "yes"}}, "training.bf16: expected true or false"),
+    ({"data": {"train": ["t.jsonl"], "overlong": "cut"}}, r"data.overlong: 'cut' is not one of \['truncate', 'drop'\]"),
+    ({"data": {"train": ["t.jsonl"], "validation_fraction": 1.5}}, r"data.validation_fraction: must be in \[0, 1\)"),
+    ({"data": {"train": []}}, "data.train is empty"),
+    ({"target": {"path": None}}, "target.path is required"),
+    ({"training": {"learning_rate": -1.0}}, "learning_rate must be positive"),
+    ({"draft": {"aux_layer_ids": [1, 2]}}, "draft.aux_layer_ids must list three layers"),
+    ({"training": {"step_decay": 1.5}}, r"step_decay must be in \(0, 1\]"),
+])
+def test_bad_recipes_name_the_key(tmp_path, change, message):
+    recipe = {k: dict(v) for k, v in GOOD.items()}
+    for section, values in change.items():
+        recipe.setdefault(section, {}).update(values)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_write(tmp_path, recipe))
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(RecipeError, match="expected section.key=value"):
+        load_recipe(_write(tmp_path, GOOD), ["learning_rate=3"])
+    with pytest.raises(RecipeError, match="unknown section 'optim'"):
+        load_recipe(_write(tmp_path, GOOD), ["optim.lr=3"])
+
+
+def test_unreadable_recipes(tmp_path):
+    with pytest.raises(FileNotFoundError, match="recipe not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(_write(tmp_path, "training: [unclosed"))
+    with pytest.raises(RecipeError, match="a recipe is a mapping of sections"):
+        load_recipe(_write(tmp_path, "- just\n- a list\n"))
+
+
+def test_cli_reports_recipe_errors_in_one_line_before_loading_anything(tmp_path, capsys):
+    # target.path points nowhere: if the recipe were not validated first, loading would fail differently
+    path = _write(tmp_path, {**GOOD, "training": {"epochs": "many"}})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "training.epochs: expected an integer" in err and "Traceback" not in err
