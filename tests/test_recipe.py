@@ -73,3 +73,13 @@ def test_cli_reports_recipe_errors_in_one_line_before_loading_anything(tmp_path,
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert "training.epochs: expected an integer" in err and "Traceback" not in err
+
+
+def test_shipped_example_recipes_are_valid():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        recipe = load_recipe(path)
+        assert recipe.training.ttt_steps == 7, path

@@ -79,7 +79,6 @@ class TrainingSection:
     save_every: int = 500
     keep_last: int = 3
     tensorboard: bool = False
-    distributed: Literal["ddp", "fsdp"] = "ddp"
 
 
 @dataclass
