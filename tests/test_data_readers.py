@@ -134,6 +134,11 @@ def test_sharegpt_conversations_are_normalized():
     )
 
 
+def test_messages_stored_as_a_json_string():
+    conversation = parse_conversation({"messages": json.dumps(GOOD["messages"])})
+    assert [m.content for m in conversation.messages] == ["Hi", "Hello!"]
+
+
 def test_json_array_records_keep_their_line(tmp_path):
     path = tmp_path / "data.json"
     path.write_text('[\n  {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]},\n'

@@ -123,6 +123,17 @@ CASES = {
         '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"sunny, 22 degrees"<|end|>'
         "<|start|>assistant⟦<|channel|>analysis<|message|>Report the result.<|end|>"
         "<|start|>assistant<|channel|>final<|message|>It is sunny and warm.<|return|>⟧"),
+    # The same call twice with the same result: each turn is matched at its own place.
+    "harmony-repeated-call": ("harmony", {"messages": AGENT["messages"][:3] + [
+        {"role": "assistant", "content": "", "reasoning_content": "Once more.", "tool_calls": CALL},
+        {"role": "tool", "content": "sunny, 22 degrees"}]}, {},
+        HARMONY_SYSTEM + "<|start|>user<|message|>What is the weather like in Paris?<|end|>"
+        "<|start|>assistant⟦<|channel|>analysis<|message|>I need the weather tool.<|end|>"
+        '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>⟧'
+        '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"sunny, 22 degrees"<|end|>'
+        "<|start|>assistant⟦<|channel|>analysis<|message|>Once more.<|end|>"
+        '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>⟧'
+        '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"sunny, 22 degrees"<|end|>'),
     "harmony-agent-final-only": ("harmony", AGENT, {"channels": "final"},
         HARMONY_SYSTEM + "<|start|>user<|message|>What is the weather like in Paris?<|end|>"
         '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>'
@@ -230,3 +241,22 @@ def test_template_that_rejects_a_record_is_a_record_error(tokenizers, tmp_path):
     with pytest.raises(RecordError) as error:
         render_conversation(parse_conversation(AGENT), tokenizer)
     assert error.value.reason == "template_error" and "no tools here" in error.value.detail
+
+
+def test_history_rendered_differently_before_the_turn(tokenizers, tmp_path):
+    """A header that counts messages differs in every shorter render; the turn is still found."""
+    tokenizers["llama3"].save_pretrained(tmp_path / "counting")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "counting")
+    tokenizer.chat_template = (
+        "<|start_header_id|>system<|end_header_id|>\n\n{{ messages | length }} messages<|eot_id|>"
+        "{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+        "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    )
+    rendered = render_conversation(parse_conversation({"messages": TWO_QUESTIONS["messages"]}), tokenizer)
+    assert marked(rendered.text, rendered.spans) == (
+        "<|start_header_id|>system<|end_header_id|>\n\n4 messages<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is the capital of France?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n⟦The capital of France is Paris.<|eot_id|>⟧"
+        "<|start_header_id|>user<|end_header_id|>\n\nAnd of Germany?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n⟦Berlin.<|eot_id|>⟧"
+    )

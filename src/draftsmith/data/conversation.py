@@ -101,6 +101,11 @@ def parse_conversation(record: Any, source: str = "<memory>") -> Conversation:
         raw, parse = record["conversations"], _sharegpt_message
     else:
         raise RecordError("not_a_conversation", f"no 'messages' or 'conversations' field (keys: {sorted(record)})")
+    if isinstance(raw, str):  # Parquet / CSV exports often store the list as a JSON string
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise RecordError("malformed_json", f"messages string is not JSON: {error.msg}") from None
     if raw is None or (isinstance(raw, (list, tuple)) and not raw):
         raise RecordError("empty_conversation")
     if not isinstance(raw, (list, tuple)):

@@ -45,6 +45,8 @@ def iter_records(source: Source) -> Iterator[tuple[str, Any]]:
                 f"{path}: unsupported data file type {suffix!r}; expected "
                 f"{', '.join(JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES)}"
             )
+    elif type(source).__name__ in ("DatasetDict", "IterableDatasetDict"):
+        raise ValueError(f"pass one split of the data set (e.g. dataset['train']), not the whole {type(source).__name__}")
     elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
         name = _dataset_name(source)
         for row, record in enumerate(source, 1):

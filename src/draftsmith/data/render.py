@@ -10,11 +10,14 @@ that has a generation prompt:
 2. An assistant turn (a run of assistant messages) starts where the generation prompt ends:
    render the messages before it with ``add_generation_prompt=True``; that text is a prefix
    of ``F`` (or, when the template renders history differently, its tail is found in ``F``).
-3. It ends where the conversation up to and including it ends, rendered *as history*: the
-   messages through the turn with ``add_generation_prompt=True`` minus the generation prompt
-   (templates render a last assistant message differently in training renders, e.g. harmony
-   ``<|return|>`` versus ``<|end|>``). Whitespace the template adds after the turn's closing
-   special token (Qwen's ``<|im_end|>\\n``) is not emitted by the model and is left out.
+3. It ends where the turn's own text ends. That text comes from rendering the messages
+   through the turn *as history* (``add_generation_prompt=True``, then the generation prompt
+   cut off), because templates render a last assistant message differently in training
+   renders (harmony ``<|return|>`` versus ``<|end|>``). It is matched in ``F`` from the turn
+   start; where the two renders differ inside the turn (harmony drops a tool call's analysis
+   once a final answer follows), its longest tail found from the turn start marks the end.
+   Whitespace the template adds after the turn's closing special token (Qwen's
+   ``<|im_end|>\\n``) is not emitted by the model and is left out.
 4. Character spans become token positions through the fast tokenizer's offsets: a token is
    supervised when its first character lies inside a span.
 
@@ -108,7 +111,7 @@ def render_conversation(conversation: Conversation, tokenizer: Any, config: Rend
                 f"the conversation, so assistant turns cannot be located (add_generation_prompt has no effect)"
             )
         prompt = prompted[len(history):]
-        start = _end_of(prompted, full, lower, min_anchor=len(prompt) + 1)
+        start = _locate(prompted, full, lower, min_length=len(prompt))
         if start is None:
             raise RecordError("template_error", f"cannot locate assistant turn at message {first} in the rendered text")
         if stop == len(messages):
@@ -117,7 +120,9 @@ def render_conversation(conversation: Conversation, tokenizer: Any, config: Rend
             through = render(stop, True)
             if not through.endswith(prompt):
                 raise RecordError("template_error", f"generation prompt after message {stop - 1} differs from the one before")
-            end = _end_of(through[: len(through) - len(prompt)], full, start, min_anchor=1)
+            through = through[: len(through) - len(prompt)]
+            turn_start = _locate(prompted, through, 0, min_length=len(prompt))
+            end = None if turn_start is None else _locate(through[turn_start:], full, start, min_length=1)
             if end is None:
                 raise RecordError("template_error", f"cannot locate the end of the assistant turn ending at message {stop - 1}")
         end = _drop_trailing_whitespace(full, start, end, specials)
@@ -174,26 +179,36 @@ def _assistant_turns(conversation: Conversation) -> list[tuple[int, int]]:
     return turns
 
 
-def _end_of(prefix: str, full: str, lower: int, min_anchor: int) -> int | None:
-    """Where the text ``prefix`` ends inside ``full``, searching at or after ``lower``.
+def _locate(piece: str, full: str, begin: int, min_length: int) -> int | None:
+    """Where the text rendered as ``piece`` ends in ``full``, for a stretch of ``full`` starting at ``begin``.
 
-    Usually ``prefix`` is a plain prefix of ``full``. When the template renders earlier turns
-    differently in the shorter conversation (Qwen3 drops old thinking; harmony adds analysis
-    to a last turn), the longest tail of ``prefix`` found in ``full`` after ``lower`` anchors
-    it; the tail must be at least ``min_anchor`` characters.
+    ``piece`` comes from a second render that may differ from ``full`` at its beginning
+    (harmony keeps a tool call's analysis, Qwen3 keeps old thinking, when the conversation is
+    cut short), never at its end. So the answer is the first ``end`` for which
+    ``full[begin:end]`` (at least ``min_length`` long) is a suffix of ``piece``: requiring the
+    whole stretch from ``begin`` to match keeps a repeated message (the same tool call twice)
+    from being taken for this one. When even that fails (a template that renders something
+    before ``begin`` differently, such as a message count in a header), the longest tail of
+    ``piece`` found at or after ``begin`` anchors the end instead.
     """
-    if full.startswith(prefix) and len(prefix) >= lower:
-        return len(prefix)
-    low, high = 0, len(prefix)  # longest tail length that occurs: monotone, so bisect
+    if not piece:
+        return None
+    limit = begin + len(piece)
+    end = full.find(piece[-1], begin + max(min_length, 1) - 1)
+    while 0 <= end < limit:
+        if piece.endswith(full[begin:end + 1]):
+            return end + 1
+        end = full.find(piece[-1], end + 1)
+    low, high = 0, len(piece)  # longest tail that occurs; occurrence is monotone in length, so bisect
     while low < high:
         middle = (low + high + 1) // 2
-        if full.find(prefix[len(prefix) - middle:], lower) >= 0:
+        if full.find(piece[len(piece) - middle:], begin) >= 0:
             low = middle
         else:
             high = middle - 1
-    if low < min_anchor:
+    if low <= min_length:
         return None
-    return full.find(prefix[len(prefix) - low:], lower) + low
+    return full.find(piece[len(piece) - low:], begin) + low
 
 
 def _special_tokens(tokenizer: Any) -> tuple[str, ...]:
