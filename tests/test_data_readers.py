@@ -194,7 +194,7 @@ def test_in_memory_records_and_dataset_like_iterables():
             dataset_name = "chats"
 
         def __iter__(self):
-            return iter([GOOD, {"messages": "nope"}])
+            return iter([GOOD, {"messages": 5}])
 
     report = DataReport()
     conversations = list(iter_conversations([FakeDataset(), [GOOD]], report))
