@@ -202,6 +202,8 @@ def test_in_memory_records_and_dataset_like_iterables():
     assert report.counts() == {"not_a_conversation": 1}
     conversations, _ = load_conversations([GOOD, GOOD])
     assert len(conversations) == 2
+    conversations, _ = load_conversations(GOOD)
+    assert [c.source for c in conversations] == ["<records>:1"]
 
 
 def test_missing_file_and_unknown_suffix(tmp_path):

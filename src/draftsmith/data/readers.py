@@ -82,6 +82,8 @@ def as_source_list(sources: Source | list[Source]) -> list[Source]:
     """A single path or data set, or a list of them (a list of records is one source)."""
     if isinstance(sources, (str, Path)) or is_hf_dataset(sources):
         return [sources]
+    if isinstance(sources, Mapping):  # one record
+        return [[sources]]
     sources = list(sources)
     if sources and all(isinstance(s, Mapping) for s in sources):
         return [sources]
