@@ -25,8 +25,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from draftsmith.demo import (HARMONY_NAMED_TOKENS, HARMONY_SPECIAL_TOKENS, HARMONY_TEMPLATE, byte_level_bpe,
+                             chat_tokenizer)
 
 MAX_VOCAB = 512
 
@@ -126,47 +129,6 @@ QWEN3_TEMPLATE = r"""
 {%- endif %}
 """
 
-HARMONY_TEMPLATE = r"""
-{{- '<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nReasoning: ' + (reasoning_effort | default('medium')) }}
-{{- '\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.' }}
-{%- if tools %}{{- "\nCalls to these tools must go to the commentary channel: 'functions'." }}{%- endif %}
-{{- '<|end|>' }}
-{%- if messages and messages[0].role in ['system', 'developer'] %}
-  {{- '<|start|>developer<|message|># Instructions\n\n' + messages[0].content + '<|end|>' }}
-  {%- set loop_messages = messages[1:] %}
-{%- else %}
-  {%- set loop_messages = messages %}
-{%- endif %}
-{%- set last_call = namespace(name='') %}
-{%- for message in loop_messages %}
-  {%- set later = namespace(final=false) %}
-  {%- for other in loop_messages[loop.index0 + 1:] %}
-    {%- if other.role == 'assistant' and 'tool_calls' not in other %}{%- set later.final = true %}{%- endif %}
-  {%- endfor %}
-  {%- if message.role == 'assistant' and 'tool_calls' in message %}
-    {%- set call = message.tool_calls[0].function %}
-    {%- if message.thinking and not later.final %}
-      {{- '<|start|>assistant<|channel|>analysis<|message|>' + message.thinking + '<|end|>' }}
-    {%- endif %}
-    {{- '<|start|>assistant to=functions.' + call.name + '<|channel|>commentary json<|message|>' + call.arguments | tojson + '<|call|>' }}
-    {%- set last_call.name = call.name %}
-  {%- elif message.role == 'assistant' and loop.last and not add_generation_prompt %}
-    {%- if 'thinking' in message %}
-      {{- '<|start|>assistant<|channel|>analysis<|message|>' + message.thinking + '<|end|>' }}
-    {%- endif %}
-    {{- '<|start|>assistant<|channel|>final<|message|>' + message.content + '<|return|>' }}
-  {%- elif message.role == 'assistant' %}
-    {{- '<|start|>assistant<|channel|>final<|message|>' + message.content + '<|end|>' }}
-  {%- elif message.role == 'tool' %}
-    {{- '<|start|>functions.' + last_call.name + ' to=assistant<|channel|>commentary<|message|>' + message.content | tojson + '<|end|>' }}
-  {%- elif message.role == 'user' %}
-    {{- '<|start|>user<|message|>' + message.content + '<|end|>' }}
-  {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-  {{- '<|start|>assistant' }}
-{%- endif %}
-"""
 
 # kind -> (chat template, special tokens, named roles, plain added tokens)
 KINDS = {
@@ -183,30 +145,14 @@ KINDS = {
         {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
         ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"],
     ),
-    "harmony": (
-        HARMONY_TEMPLATE,
-        ["<|startoftext|>", "<|endoftext|>", "<|start|>", "<|end|>", "<|message|>", "<|channel|>",
-         "<|constrain|>", "<|return|>", "<|call|>"],
-        {"bos_token": "<|startoftext|>", "eos_token": "<|return|>", "pad_token": "<|endoftext|>"},
-        [],
-    ),
+    "harmony": (HARMONY_TEMPLATE, HARMONY_SPECIAL_TOKENS, HARMONY_NAMED_TOKENS, []),
 }
 
 
 @lru_cache(maxsize=None)
 def _trained_bpe_json(added_count: int) -> str:
     """A byte-level BPE trained on ``CORPUS``, leaving ``added_count`` ids for added tokens."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=MAX_VOCAB - added_count,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
-    return tokenizer.to_str()
+    return byte_level_bpe(CORPUS * 4, MAX_VOCAB - added_count).to_str()
 
 
 def build_tiny_tokenizer(kind: str) -> PreTrainedTokenizerFast:
@@ -215,11 +161,7 @@ def build_tiny_tokenizer(kind: str) -> PreTrainedTokenizerFast:
         raise ValueError(f"unknown tiny tokenizer kind {kind!r}; expected one of {sorted(KINDS)}")
     template, specials, named, plain = KINDS[kind]
     backend = Tokenizer.from_str(_trained_bpe_json(len(specials) + len(plain)))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **named)
-    tokenizer.add_tokens(plain)
-    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in named.values()]})
-    tokenizer.add_special_tokens(dict(named))
-    tokenizer.chat_template = template.strip()
+    tokenizer = chat_tokenizer(backend, template.strip(), specials, named, plain)
     if len(tokenizer) > MAX_VOCAB:
         raise AssertionError(f"tiny {kind} tokenizer has {len(tokenizer)} ids, more than {MAX_VOCAB}")
     return tokenizer
