@@ -12,22 +12,14 @@ from pathlib import Path
 import torch
 from transformers import GptOssConfig, GptOssForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+from draftsmith import demo
+
 VOCAB = 512
 
 
 def tiny_gpt_oss_config(**overrides) -> GptOssConfig:
-    """DESIGN.md's tiny gpt-oss: 4 layers (sliding/full alternating, window 32), 4 experts
-    top-2, YaRN factor 32 from 256 to 8192."""
-    values = dict(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=32,
-        num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=8192,
-        rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
-                         "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 256},
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )
-    values.update(overrides)
-    return GptOssConfig(**values)
+    """DESIGN.md's tiny gpt-oss (the demo's target shape) with test token ids."""
+    return demo.tiny_gpt_oss_config(**{"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, **overrides})
 
 
 def tiny_llama_config(**overrides) -> LlamaConfig:

@@ -119,16 +119,18 @@ def demo_conversations(count: int, seed: int = 0) -> list[dict]:
     return chats
 
 
-def demo_target_config(tokenizer: PreTrainedTokenizerFast) -> GptOssConfig:
-    """DESIGN.md's tiny gpt-oss: 4 layers (sliding/full, window 32), 4 experts top-2, YaRN 256 -> 8192."""
-    return GptOssConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+def tiny_gpt_oss_config(**overrides) -> GptOssConfig:
+    """DESIGN.md's tiny gpt-oss: vocab 512, hidden 64, 4 heads / 2 KV heads of 16, 4 layers (sliding/full,
+    window 32), 4 experts top-2, YaRN factor 32 from 256 to 8192 positions."""
+    values = dict(
+        vocab_size=512, hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, sliding_window=32, num_local_experts=4, num_experts_per_tok=2,
         max_position_embeddings=8192,
         rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
                          "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 256},
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
+    values.update(overrides)
+    return GptOssConfig(**values)
 
 
 def train_demo_target(model: GptOssForCausalLM, sequences: list[list[int]], steps: int, seed: int = 0,
@@ -157,7 +159,9 @@ def make_demo(directory: str | os.PathLike, *, records: int = 400, target_steps:
     corpus = [m["content"] for chat in chats for m in chat["messages"]] + [HARMONY_TEMPLATE]
     backend = byte_level_bpe(corpus, 512 - len(HARMONY_SPECIAL_TOKENS))
     tokenizer = chat_tokenizer(backend, HARMONY_TEMPLATE, HARMONY_SPECIAL_TOKENS, HARMONY_NAMED_TOKENS)
-    model = GptOssForCausalLM(demo_target_config(tokenizer))
+    model = GptOssForCausalLM(tiny_gpt_oss_config(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id))
     sequences = [tokenizer.apply_chat_template(
         [{"role": m["role"], "content": m["content"], **({"thinking": m["reasoning_content"]}
                                                          if "reasoning_content" in m else {})}
