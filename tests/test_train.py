@@ -102,8 +102,10 @@ def test_offline_refuses_mismatched_manifest(workspace):
 
 
 def test_two_gloo_ranks_match_one_process(workspace):
-    one = write_recipe(workspace, "single", training={"micro_batch_size": 4, "max_steps": 4})
-    two = write_recipe(workspace, "ddp", training={"micro_batch_size": 2, "max_steps": 4})
+    # 7 validation samples: the ranks hold 4 and 3, which must not stall evaluation
+    held_out = {"validation_fraction": 0.15}
+    one = write_recipe(workspace, "single", training={"micro_batch_size": 4, "max_steps": 4}, data=held_out)
+    two = write_recipe(workspace, "ddp", training={"micro_batch_size": 2, "max_steps": 4}, data=held_out)
     single = _cli("train", str(one), "--no-progress")
     assert single.wait(timeout=300) == 0, single.stdout.read()
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
@@ -116,6 +118,8 @@ def test_two_gloo_ranks_match_one_process(workspace):
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
         assert y["tau_sim"] == pytest.approx(x["tau_sim"], abs=1e-6)
+    assert read_metrics(workspace / "ddp", "validation")[0]["tau_sim"] == pytest.approx(
+        read_metrics(workspace / "single", "validation")[0]["tau_sim"], abs=1e-6)
 
 
 def _other_tool_draft(workspace, directory):

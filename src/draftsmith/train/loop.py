@@ -114,11 +114,11 @@ class Trainer:
             self.train_supervisor = self.val_supervisor = Supervisor(target, draft_ids)
         self.draft.to(device).train()
         self.draft.gradient_checkpointing = self.cfg.gradient_checkpointing
-        module = TTTModule(self.draft, self.cfg.ttt_steps, self.cfg.step_decay, self.context)
-        self.module = module
+        self.module = TTTModule(self.draft, self.cfg.ttt_steps, self.cfg.step_decay, self.context)
         if self.context.enabled:
+            # d2t/t2d never change, so there are no buffers to broadcast before each forward.
             self.module = nn.parallel.DistributedDataParallel(
-                module, device_ids=[device.index] if device.type == "cuda" else None)
+                self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         params = [p for p in self.draft.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         per_epoch = len(rank_micro_batches(list(range(len(self.train_samples))), self.cfg.micro_batch_size,
@@ -162,22 +162,26 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _micro_step(self, indices: list[int], samples, supervisor, grad: bool):
+    def _batch(self, indices: list[int], samples, supervisor):
         batch = TokenBatch.from_samples([samples[i] for i in indices], self.pad_id, self.context.device)
-        supervision = supervisor(batch, indices)
-        with self._autocast(), torch.set_grad_enabled(grad):
-            loss, stats = self.module(batch, supervision)
-        return loss, stats, batch.real_tokens
+        return batch, supervisor(batch, indices)
 
     def evaluate(self) -> dict[str, float]:
-        """τ_sim and per-depth agreement on the validation set (all ranks, summed)."""
+        """τ_sim and per-depth agreement on the validation set (all ranks, summed at the end).
+
+        Ranks may hold different numbers of validation batches, so nothing here may issue a
+        collective per batch: the objective runs without DDP and without global counts.
+        """
         if not self.val_samples:
             return {}
         self.draft.eval()
         total = StepStats.zeros(self.cfg.ttt_steps, self.context.device)
         for indices in evaluation_batches(len(self.val_samples), self.cfg.micro_batch_size,
                                           self.context.world_size, self.context.rank):
-            total = total + self._micro_step(indices, self.val_samples, self.val_supervisor, grad=False)[1]
+            batch, supervision = self._batch(indices, self.val_samples, self.val_supervisor)
+            with self._autocast(), torch.no_grad():
+                total = total + ttt_objective(self.draft, batch, supervision, self.cfg.ttt_steps,
+                                              self.cfg.step_decay)[1]
         self.draft.train()
         return StepStats.from_flat(self.context.all_reduce_sum(total.flat())).summary()
 
@@ -231,10 +235,12 @@ class Trainer:
         for k, indices in enumerate(group):
             last = k == len(group) - 1
             sync = contextlib.nullcontext() if last or not self.context.enabled else self.module.no_sync()
+            batch, supervision = self._batch(indices, self.train_samples, self.train_supervisor)
             with sync:
-                loss, stats, n = self._micro_step(indices, self.train_samples, self.train_supervisor, grad=True)
+                with self._autocast():
+                    loss, stats = self.module(batch, supervision)
                 (loss / len(group)).backward()
-            total, tokens = (stats if total is None else total + stats), tokens + n
+            total, tokens = (stats if total is None else total + stats), tokens + batch.real_tokens
         params = [p for p in self.draft.parameters() if p.requires_grad]
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
         self.optimizer.step()
