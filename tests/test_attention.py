@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from draftsmith.attention import document_bias, ttt_attention
+from draftsmith.attention import document_mask, ttt_attention
 from reference import naive_ttt_attention
 
 B, H, KV, T, D = 2, 4, 2, 11, 8
@@ -22,8 +22,8 @@ def _inputs(j, dtype, seed=0):
 @pytest.mark.parametrize("j", [0, 1, 3, 6])
 def test_lean_equals_naive_values_and_gradients(j, documents):
     inputs = _inputs(j, torch.float64)
-    bias = None if documents is None else document_bias(documents, torch.float64)
-    lean = ttt_attention(*inputs, bias)
+    visible = None if documents is None else document_mask(documents)
+    lean = ttt_attention(*inputs, visible)
     naive = naive_ttt_attention(*inputs, documents)
     assert torch.allclose(lean, naive, atol=1e-12, rtol=0)
     grad_out = torch.randn_like(lean)
@@ -44,11 +44,11 @@ def test_lean_fp32_close_to_float64_reference():
 def test_real_tokens_never_see_padding_or_other_documents():
     """Changing keys of another document (or padding) must not change a token's output."""
     q, k0, v0, dk, dv = _inputs(2, torch.float64)
-    bias = document_bias(DOCUMENTS, torch.float64)
-    before = ttt_attention(q, k0, v0, dk, dv, bias)
+    visible = document_mask(DOCUMENTS)
+    before = ttt_attention(q, k0, v0, dk, dv, visible)
     k0b, v0b = k0.detach().clone(), v0.detach().clone()
     k0b[0, :, 4:], v0b[0, :, 4:] = 100.0, -100.0  # documents 2, 3 and padding of row 0
-    after = ttt_attention(q, k0b, v0b, dk, dv, bias)
+    after = ttt_attention(q, k0b, v0b, dk, dv, visible)
     assert torch.equal(before[0, :, :4], after[0, :, :4])
     assert not torch.allclose(before[0, :, 4:7], after[0, :, 4:7])
 
@@ -56,3 +56,20 @@ def test_real_tokens_never_see_padding_or_other_documents():
 def test_gradcheck_small():
     inputs = [x.detach()[:1, :, :5].clone().requires_grad_() for x in _inputs(2, torch.float64)]
     assert torch.autograd.gradcheck(lambda *a: ttt_attention(*a), tuple(inputs))
+
+
+def test_bf16_under_autocast_matches_fp32_reference():
+    """Under autocast the kernels see bf16 q/k/v, but the merge and its backward stay in fp32."""
+    q, k0, v0, dk, dv = [x.detach().bfloat16().requires_grad_() for x in _inputs(3, torch.float32)]
+    visible = document_mask(DOCUMENTS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lean = ttt_attention(q, k0, v0, dk, dv, visible)
+    assert lean.dtype == torch.bfloat16
+    leaves32 = [x.detach().float().requires_grad_() for x in (q, k0, v0, dk, dv)]
+    naive = naive_ttt_attention(*leaves32, DOCUMENTS)
+    assert (lean.float() - naive).abs().max() < 2e-2
+    grad_out = torch.randn_like(naive)
+    got = torch.autograd.grad(lean, (q, k0, v0, dk, dv), grad_out.bfloat16())
+    want = torch.autograd.grad(naive, leaves32, grad_out)
+    for g, w in zip(got, want):
+        assert (g.float() - w).abs().max() < 5e-2 * max(1.0, w.abs().max().item())

@@ -103,3 +103,12 @@ def test_vocab_mapping_validation():
         draft.set_vocab_mapping(d2t, t2d)
     with pytest.raises(ValueError, match="shapes"):
         draft.set_vocab_mapping(d2t[:10], t2d)
+
+
+def test_bf16_aux_states_feed_an_fp32_draft():
+    """A bf16 target's aux states go into an fp32 draft without autocast (CPU training)."""
+    draft = build_draft(tiny_gpt_oss_config(), draft_vocab_size=200)
+    ids, aux = torch.randint(0, 512, (1, 6)), torch.randn(1, 6, 192).bfloat16()
+    out = draft.unroll(ids, aux, 2)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, draft.unroll(ids, aux.float(), 2))

@@ -19,19 +19,22 @@ import math
 import torch
 
 
-def document_bias(document_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive ``[B, 1, T, T]`` mask: causal, and keys only from the query's own document.
+def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B, 1, T, T]`` visibility: causal, and keys only from the query's own document.
 
     Padding carries document id 0 and so only sees other padding, which keeps every
     softmax row non-empty without letting real tokens see padding.
     """
     T = document_ids.shape[-1]
     causal = torch.ones(T, T, dtype=torch.bool, device=document_ids.device).tril()
-    same_doc = document_ids[:, :, None] == document_ids[:, None, :]
-    visible = (causal & same_doc)[:, None]
-    # The CUDA memory-efficient kernel wants the bias rows 16-element aligned.
+    return (causal & (document_ids[:, :, None] == document_ids[:, None, :]))[:, None]
+
+
+def _additive_bias(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 / -inf bias in the kernels' dtype; rows padded to 16 elements, as the CUDA kernel requires."""
+    T = visible.shape[-1]
     aligned = -(-T // 16) * 16
-    bias = torch.zeros(*visible.shape[:-1], aligned, dtype=dtype, device=document_ids.device)[..., :T]
+    bias = torch.zeros(*visible.shape[:-1], aligned, dtype=dtype, device=visible.device)[..., :T]
     return bias.masked_fill_(~visible, float("-inf"))
 
 
@@ -81,7 +84,13 @@ def _grouped(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
 
 class _TTTAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k0, v0, diag_k, diag_v, bias, scale):
+    def forward(ctx, q, k0, v0, diag_k, diag_v, visible, scale):
+        with torch.autocast(q.device.type, enabled=False):  # the merge must stay in fp32 under autocast
+            return _TTTAttention._forward(ctx, q, k0, v0, diag_k, diag_v, visible, scale)
+
+    @staticmethod
+    def _forward(ctx, q, k0, v0, diag_k, diag_v, visible, scale):
+        bias = None if visible is None else _additive_bias(visible, q.dtype)
         out0, lse0, extras = _block0_forward(q, k0, v0, bias, scale)
         out, lse = out0, lse0
         acc = torch.promote_types(q.dtype, torch.float32)
@@ -125,7 +134,7 @@ def ttt_attention(
     v0: torch.Tensor,
     diag_k: torch.Tensor | None = None,
     diag_v: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one TTT step.
 
@@ -133,12 +142,9 @@ def ttt_attention(
         q: ``[B, H, T, D]`` queries of this step.
         k0, v0: ``[B, KV, T, D]`` step-0 keys and values.
         diag_k, diag_v: ``[B, KV, T, j, D]`` keys and values of steps 1..j, or None at step 0.
-        bias: optional ``[B, 1, T, T]`` additive mask from :func:`document_bias`; None means
-            plain causal attention (right-padded batches of single documents).
+        visible: optional boolean ``[B, 1, T, T]`` from :func:`document_mask`; None means plain
+            causal attention (right-padded batches of single documents).
     Returns:
         ``[B, H, T, D]`` attention output in q's dtype.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    if bias is not None:
-        bias = bias.to(q.dtype)
-    return _TTTAttention.apply(q, k0, v0, diag_k, diag_v, bias, scale)
+    return _TTTAttention.apply(q, k0, v0, diag_k, diag_v, visible, 1.0 / math.sqrt(q.shape[-1]))

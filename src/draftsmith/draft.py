@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import document_bias, ttt_attention
+from .attention import document_mask, ttt_attention
 from .config import DraftConfig
 from .rope import RotaryEmbedding, apply_rotary
 
@@ -41,7 +41,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(2 * c.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, c.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, past: tuple[tuple[torch.Tensor, torch.Tensor], ...], bias):
+    def forward(self, x, cos, sin, past: tuple[tuple[torch.Tensor, torch.Tensor], ...], visible):
         """Attention of one TTT step; ``past`` holds the (k, v) of the earlier steps."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
@@ -51,7 +51,7 @@ class Attention(nn.Module):
         (k0, v0), *diagonal = *past, (k, v)
         diag_k = torch.stack([k for k, _ in diagonal], dim=3) if diagonal else None
         diag_v = torch.stack([v for _, v in diagonal], dim=3) if diagonal else None
-        out = ttt_attention(q, k0, v0, diag_k, diag_v, None if bias is None else bias.to(q.dtype))
+        out = ttt_attention(q, k0, v0, diag_k, diag_v, visible)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), (k, v)
 
 
@@ -75,9 +75,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.mlp = MLP(c)
 
-    def forward(self, emb, h, cos, sin, past, bias):
+    def forward(self, emb, h, cos, sin, past, visible):
         x = torch.cat((self.input_layernorm(emb), self.hidden_norm(h)), dim=-1)
-        a, kv = self.self_attn(x, cos, sin, past, bias)
+        a, kv = self.self_attn(x, cos, sin, past, visible)
         r = h + a
         return r + self.mlp(self.post_attention_layernorm(r)), kv
 
@@ -140,15 +140,15 @@ class Eagle3Draft(nn.Module):
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        bias = None
+        visible = None
         if attention_mask is not None and not _right_padded_single_document(attention_mask):
-            bias = document_bias(attention_mask, torch.float32)
-        h = self.fc(aux_hidden_states)
+            visible = document_mask(attention_mask)
+        h = self.fc(aux_hidden_states.to(self.fc.weight.dtype))  # a bf16 target may feed an fp32 draft
         past: list[tuple[torch.Tensor, torch.Tensor]] = []
         for j in range(steps):
             ids = F.pad(input_ids[:, j:], (0, j)) if j else input_ids
             cos, sin = self.rotary(position_ids + j)
-            args = (self.embed_tokens(ids), h, cos, sin, tuple(past), bias)
+            args = (self.embed_tokens(ids), h, cos, sin, tuple(past), visible)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 h, kv = checkpoint(self.midlayer, *args, use_reentrant=False)
             else:
