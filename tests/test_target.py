@@ -157,3 +157,26 @@ def test_draft_token_ids_from_mappings():
     t2d[target_ids] = True
     assert torch.equal(draft_token_ids_from_d2t(d2t), target_ids)
     assert torch.equal(draft_token_ids_from_t2d(t2d), target_ids)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_documents_are_isolated_inside_the_target(kind, target_dirs):
+    """Each packed document's aux and final states equal the document run alone through HF.
+
+    Long enough (40 tokens) that gpt-oss's sliding window (32) matters inside a document.
+    """
+    target = TargetModel.from_pretrained(target_dirs[kind], (0, 1, 2), TargetLoadOptions(dtype="float32"))
+    generator = torch.Generator().manual_seed(1)
+    first = torch.randint(3, VOCAB, (7,), generator=generator)
+    second = torch.randint(3, VOCAB, (40,), generator=generator)
+    packed = torch.cat([first, second, torch.zeros(3, dtype=torch.long)])[None]
+    document_ids = torch.tensor([[1] * 7 + [2] * 40 + [0] * 3])
+    position_ids = torch.tensor([list(range(7)) + list(range(40)) + [0] * 3])
+    mask = target.document_attention(document_ids)
+    aux, final = target.capture_aux(packed, mask, position_ids)
+    for document, (start, stop) in ((first, (0, 7)), (second, (7, 47))):
+        reference = _hf_reference(target_dirs[kind], document[None], None)
+        torch.testing.assert_close(aux[0, start:stop], torch.cat([reference.hidden_states[k + 1][0] for k in (0, 1, 2)],
+                                                                  -1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(final[0, start:stop], reference.hidden_states[-1][0], rtol=1e-5, atol=1e-5)
+    assert target.document_attention(torch.tensor([[1] * 9, [1] * 6 + [0] * 3])) is None

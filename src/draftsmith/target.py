@@ -192,6 +192,35 @@ class TargetModel:
             raise TargetMismatchError("draft_token_ids repeats a target id; each draft id needs its own target id")
         return ids.to(self.device)
 
+    def document_attention(self, document_ids: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor] | None:
+        """The attention mask for a batch in document-id form (0 = padding, 1, 2, ... per document).
+
+        None when every row is one right-padded document: causal attention already keeps real
+        tokens off the padding after them. For packed rows, additive 4-D masks (causal, same
+        document, and the sliding window on sliding layers), one per layer type where the
+        architecture has layer types: transformers does not isolate packed documents for
+        every architecture (gpt-oss ignores ``position_ids`` when it builds its masks).
+        """
+        ids = torch.as_tensor(document_ids).to(self.device)
+        real = ids != 0
+        packed = ((ids != ids[:, :1]) & real).any() or (real.int().diff(dim=-1) > 0).any()
+        if not packed:
+            return None
+        T = ids.shape[-1]
+        position = torch.arange(T, device=self.device)
+        visible = (position[None, :] <= position[:, None]) & (ids[:, :, None] == ids[:, None, :])
+        dtype = self.model.dtype
+
+        def additive(v: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(v.shape, dtype=dtype, device=self.device).masked_fill_(~v, torch.finfo(dtype).min)[:, None]
+
+        window = getattr(self.config, "sliding_window", None)
+        sliding = visible & (position[:, None] - position[None, :] < window) if window else visible
+        layer_types = getattr(self.config, "layer_types", None)
+        if layer_types is None:
+            return additive(sliding)
+        return {"full_attention": additive(visible), "sliding_attention": additive(sliding)}
+
     @torch.no_grad()
     def capture_aux(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +237,8 @@ class TargetModel:
         try:
             outputs = self.model.base_model(
                 input_ids=input_ids,
-                attention_mask=None if attention_mask is None else attention_mask.to(self.device),
+                attention_mask=attention_mask.to(self.device) if isinstance(attention_mask, torch.Tensor)
+                else attention_mask,
                 position_ids=None if position_ids is None else position_ids.to(self.device),
                 use_cache=False,
             )
@@ -259,7 +289,8 @@ class TargetModel:
         input_ids = torch.as_tensor(input_ids)
         if input_ids.dim() != 2:
             raise TargetMismatchError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 and tuple(
+                attention_mask.shape) != tuple(input_ids.shape):
             raise TargetMismatchError(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
                 f"{tuple(input_ids.shape)}"

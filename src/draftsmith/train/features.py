@@ -76,7 +76,8 @@ def write_features(
                 for start in range(0, len(shard), micro_batch_size):
                     chunk = shard[start: start + micro_batch_size]
                     batch = TokenBatch.from_samples(chunk, pad_token_id, target.device)
-                    aux, final = target.capture_aux(batch.input_ids, None, batch.position_ids)
+                    mask = target.document_attention(batch.document_ids)
+                    aux, final = target.capture_aux(batch.input_ids, mask, batch.position_ids)
                     argmax = _full_vocab_argmax(target, final)
                     for row, sample in enumerate(chunk):
                         key, n = shard_start + start + row, len(sample)

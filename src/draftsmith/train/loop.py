@@ -82,7 +82,8 @@ class Supervisor:
     def __call__(self, batch: TokenBatch, indices: list[int]):
         if self.features is not None:
             return self.features.supervision(indices, batch.input_ids.shape[1])
-        return self.target(batch.input_ids, self.draft_token_ids, None, batch.position_ids)
+        return self.target(batch.input_ids, self.draft_token_ids, self.target.document_attention(batch.document_ids),
+                           batch.position_ids)
 
 
 class Trainer:
