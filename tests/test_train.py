@@ -167,3 +167,42 @@ def test_warm_start_refuses_a_different_data_vocabulary(workspace):
     with pytest.raises(ValueError, match="maps 200 tokens differently from the warm-start draft"):
         with pytest.warns(UserWarning):
             Trainer(recipe)
+
+
+def test_resume_refuses_a_changed_recipe(workspace):
+    path = write_recipe(workspace, "changed", training={"max_steps": 4, "save_every": 2})
+    train(load_recipe(path), progress=False)
+    with pytest.raises(ValueError, match="different recipe.training.learning_rate"):
+        Trainer(load_recipe(path, ["training.learning_rate=1e-3"]), resume=True)
+    (workspace / "changed" / "checkpoints" / ".step-00000009.tmp-dead").mkdir()
+    trainer = Trainer(load_recipe(path, ["training.log_every=2"]), resume=True)  # cosmetic changes are fine
+    assert trainer.progress.step == 4
+    assert not list((workspace / "changed" / "checkpoints").glob(".step-*"))  # a killed save's leftovers go
+
+
+def test_warm_start_without_aux_ids_adopts_the_targets(workspace):
+    import json
+
+    _other_tool_draft(workspace, workspace / "no-aux-draft")
+    config_path = workspace / "no-aux-draft" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("eagle_config")
+    config.pop("eagle_aux_hidden_state_layer_ids")
+    config_path.write_text(json.dumps(config))
+    recipe = load_recipe(write_recipe(workspace, "no-aux", training={"max_steps": 1},
+                                      draft={"init_from": str(workspace / "no-aux-draft"), "vocab_file": None}))
+    with pytest.warns(UserWarning):
+        final = train(recipe, progress=False)
+    exported = json.loads((final / "config.json").read_text())
+    assert exported["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [0, 1, 2]
+    assert exported["eagle_aux_hidden_state_layer_ids"] == [1, 2, 3]
+
+
+def test_prepare_refuses_a_non_empty_output_before_loading_anything(workspace, monkeypatch):
+    import draftsmith.train.prepare as prepare_module
+
+    (workspace / "busy").mkdir()
+    (workspace / "busy" / "keep.txt").write_text("x")
+    monkeypatch.setattr(prepare_module, "load_tokenizer", lambda recipe: pytest.fail("loaded before checking"))
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        prepare(load_recipe(write_recipe(workspace, "busy-recipe")), workspace / "busy", progress=False)

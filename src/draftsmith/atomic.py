@@ -10,6 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def refuse_overwrite(directory: str | os.PathLike, overwrite: bool) -> None:
+    """Raise unless ``directory`` is absent or empty, or replacing it was asked for.
+
+    Called before long work too, so a full run is not wasted on an output it may not write.
+    """
+    directory = Path(directory)
+    if not overwrite and directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise FileExistsError(f"{directory} exists and is not empty; refusing to replace it "
+                              f"(--overwrite / overwrite=True replaces it)")
+
+
 @contextmanager
 def atomic_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory that replaces ``directory`` once the block succeeds.
@@ -20,8 +31,7 @@ def atomic_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     one is complete.
     """
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} exists and is not empty; pass overwrite=True to replace it")
+    refuse_overwrite(directory, overwrite)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:

@@ -9,6 +9,7 @@ settings that change which tokens are supervised).
 from __future__ import annotations
 
 import hashlib
+from array import array
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,4 +51,17 @@ def data_fingerprint(sources: Source | list[Source], settings: Mapping[str, Any]
         else:
             for record in source:
                 digest.update(json.dumps(record, sort_keys=True, default=str).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def samples_fingerprint(samples: list[Any]) -> str:
+    """sha256 of the token ids, loss masks and document layout of tokenized samples, in order.
+
+    A resumed training run must see exactly the samples it was interrupted on.
+    """
+    digest = hashlib.sha256()
+    for sample in samples:
+        for values in (sample.input_ids, sample.loss_mask, sample.document_ids):
+            digest.update(array("q", values).tobytes())
+        digest.update(b"|")
     return digest.hexdigest()

@@ -78,7 +78,7 @@ def write_features(
                     batch = TokenBatch.from_samples(chunk, pad_token_id, target.device)
                     mask = target.document_attention(batch.document_ids)
                     aux, final = target.capture_aux(batch.input_ids, mask, batch.position_ids)
-                    argmax = _full_vocab_argmax(target, final)
+                    argmax = target.supervision(final, draft_ids)[2]
                     for row, sample in enumerate(chunk):
                         key, n = shard_start + start + row, len(sample)
                         for name in _SAMPLE_FIELDS:
@@ -94,15 +94,6 @@ def write_features(
             manifest["splits"][split] = {"num_samples": len(samples), "shards": shards}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(directory)
-
-
-def _full_vocab_argmax(target: TargetModel, final_hidden: torch.Tensor) -> torch.Tensor:
-    """The target's argmax over its whole vocabulary, chunked over positions like the live path."""
-    lm_head = target.model.get_output_embeddings()
-    flat = final_hidden.reshape(-1, final_hidden.shape[-1])
-    out = torch.cat([lm_head(flat[i: i + target.logits_chunk]).float().argmax(-1)
-                     for i in range(0, flat.shape[0], target.logits_chunk)])
-    return out.view(final_hidden.shape[:2])
 
 
 class FeatureSet:

@@ -22,17 +22,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.fingerprint import samples_fingerprint
 from ..draft import Eagle3Draft
 from ..target import draft_token_ids_from_d2t
 from ..targets import load_target_config
 from .batches import epoch_order, evaluation_batches, rank_micro_batches
 from .distributed import DistContext, init_distributed, shutdown
 from .features import FeatureSet, check_manifest, vocab_fingerprint
-from .objective import StepStats, TokenBatch, ttt_objective
+from .objective import StepStats, TokenBatch, step_weights, ttt_objective
 from .recipe import Recipe
 from .setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
                     load_warm_start, vocab_mapping)
-from .state import Progress, list_checkpoints, load_training_state, save_training_state
+from .state import (Progress, check_resumable, list_checkpoints, load_training_state, remove_stale_staging,
+                    save_training_state)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class Trainer:
         self.recipe, self.cfg = recipe, recipe.training
         self.output_dir = Path(self.cfg.output_dir)
         self.resume_from = check_output_dir(self.output_dir, resume)
+        if self.cfg.tensorboard:
+            _require_tensorboard()  # on every rank, before any collective can wait for a failed rank 0
         self.context = init_distributed(recipe.target.device)
         self.progress_bars = progress and self.context.is_main
         torch.manual_seed(self.cfg.seed)
@@ -102,12 +106,12 @@ class Trainer:
         if recipe.data.features is not None:
             self._build_offline(warm)
         else:
+            target_config = load_target_config(recipe.target.path)
+            self.draft = build_run_draft(recipe, target_config, warm)  # aux ids checked before the data pass
             tokenizer = load_tokenizer(recipe)
             self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             self.train_samples, self.val_samples = build_samples(recipe, tokenizer, self.progress_bars)
-            target_config = load_target_config(recipe.target.path)
             d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, self.progress_bars)
-            self.draft = build_run_draft(recipe, target_config, warm)
             self.draft.set_vocab_mapping(d2t, t2d)
             target = load_target(recipe, self.draft, device)
             copy_target_embedding(self.draft, target.model.get_input_embeddings().weight.detach())
@@ -129,7 +133,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_schedule(self.total_steps, self.cfg.warmup_steps, self.cfg.min_learning_rate_ratio))
         self.progress = Progress()
+        self.run_description = {
+            "recipe": _determining_settings(self.recipe), "world_size": self.context.world_size,
+            "data_fingerprint": samples_fingerprint(self.train_samples + self.val_samples),
+            "vocab_fingerprint": vocab_fingerprint(self.draft.d2t),
+        }
         if self.resume_from is not None:
+            check_resumable(self.resume_from, self.run_description)
+            remove_stale_staging(self.output_dir)
             self.progress = load_training_state(self.resume_from, self.draft, self.optimizer, self.scheduler)
             log.info("resumed from %s at step %d", self.resume_from, self.progress.step)
 
@@ -144,14 +155,14 @@ class Trainer:
             "aux_layer_ids": list(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
         }, source)
         if warm is not None:
-            check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t),
-                                      "aux_layer_ids": list(warm.config.aux_layer_ids)}, source)
+            check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)
         self.pad_id = manifest["pad_token_id"]
         self.train_samples = self.features.samples()
         validation = FeatureSet(recipe.data.features, "validation", device)
         self.val_samples = validation.samples()
         self.draft = build_run_draft(recipe, manifest["target_config"], warm)
-        check_manifest(manifest, {"aux_layer_ids": list(self.draft.config.aux_layer_ids)}, source)
+        check_manifest(manifest, {"aux_layer_ids": list(self.draft.config.aux_layer_ids),
+                                  "target_hidden_size": self.draft.config.target_hidden_size}, source)
         self.draft.set_vocab_mapping(self.features.d2t, self.features.t2d.cpu())
         copy_target_embedding(self.draft, self.features.embed_tokens)
         self.train_supervisor, self.val_supervisor = Supervisor(features=self.features), Supervisor(
@@ -255,8 +266,8 @@ class Trainer:
         flat = self.context.all_reduce_sum(torch.cat([sums, sums.new_tensor([float(tokens)])]))
         summary = StepStats.from_flat(flat[:-1]).summary()
         tokens = flat[-1].item()
-        weights = [self.cfg.step_decay ** j for j in range(self.cfg.ttt_steps)]
-        summary["loss"] = sum(w * summary[f"loss_{j}"] for j, w in enumerate(weights)) / sum(weights)
+        weights = step_weights(self.cfg.ttt_steps, self.cfg.step_decay).tolist()
+        summary["loss"] = sum(w * summary[f"loss_{j}"] for j, w in enumerate(weights))
         summary.update(tokens_per_s=tokens / max(elapsed, 1e-9),
                        lr=self.scheduler.get_last_lr()[0], grad_norm=self.grad_norm)
         return summary
@@ -268,9 +279,29 @@ class Trainer:
 
     def _save(self) -> None:
         if self.context.is_main:
-            save_training_state(self.output_dir, self.draft.state_dict(), self.optimizer, self.scheduler,
-                                self.progress, self.cfg.keep_last)
+            save_training_state(self.output_dir, self.draft, self.optimizer, self.scheduler, self.progress,
+                                self.run_description, self.cfg.keep_last)
         self.context.barrier()
+
+
+# Settings that may change between an interrupted run and its resume: they do not alter the weights.
+_COSMETIC = {"target": ("device", "logits_chunk"),
+             "training": ("output_dir", "log_every", "eval_every", "save_every", "keep_last", "tensorboard")}
+
+
+def _determining_settings(recipe: Recipe) -> dict[str, Any]:
+    settings = recipe.to_dict()
+    for section, keys in _COSMETIC.items():
+        for key in keys:
+            settings[section].pop(key)
+    return settings
+
+
+def _require_tensorboard() -> None:
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as error:
+        raise ValueError("training.tensorboard needs `pip install draftsmith[tensorboard]`") from error
 
 
 class _MetricsWriter:
@@ -281,10 +312,8 @@ class _MetricsWriter:
         self.file = open(output_dir / "metrics.jsonl", "a")
         self.tensorboard = None
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as error:
-                raise ValueError("training.tensorboard needs `pip install draftsmith[tensorboard]`") from error
+            from torch.utils.tensorboard import SummaryWriter
+
             self.tensorboard = SummaryWriter(output_dir / "tensorboard")
 
     def write(self, split: str, step: int, metrics: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import refuse_overwrite
 from ..targets import load_target_config
 from .features import write_features
 from .recipe import Recipe
@@ -17,6 +18,7 @@ def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, 
     """Write the features ``draftsmith train`` reads when ``data.features`` points at ``out``."""
     if recipe.data.features is not None:
         raise ValueError(f"{recipe.source}: data.features is set; prepare reads the conversation files instead")
+    refuse_overwrite(out, overwrite)
     device = torch.device(recipe.target.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(recipe)
     train, validation = build_samples(recipe, tokenizer, progress)

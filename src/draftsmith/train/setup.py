@@ -6,6 +6,7 @@ online training see the same samples, vocabulary and aux layers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from ..checkpoint import load_draft
 from ..data import DataConfig, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
 from ..draft import Eagle3Draft
 from ..target import TargetLoadOptions, TargetModel
-from ..targets import build_draft
+from ..targets import draft_config_from_target
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -96,24 +97,29 @@ def default_vocab_path(recipe: Recipe) -> Path:
 def build_run_draft(
     recipe: Recipe, target_config: PretrainedConfig | dict, warm: Eagle3Draft | None
 ) -> Eagle3Draft:
-    """The draft to train: the warm start as loaded, or a fresh one derived from the target."""
-    if warm is not None:
-        return warm
-    overrides = {}
-    if recipe.draft.intermediate_size is not None:
-        overrides["intermediate_size"] = recipe.draft.intermediate_size
-    return build_draft(target_config, draft_vocab_size=recipe.draft.draft_vocab_size,
-                       aux_layer_ids=recipe.draft.aux_layer_ids, **overrides)
+    """The draft to train: the warm start, or a fresh one derived from the target.
+
+    Aux layer ids are checked against the target here, before any pass over the data. A
+    warm-start draft whose config names no aux layers (some tools omit them) adopts the
+    recipe's or the target's default ones, so the exported draft names them for the engines.
+    """
+    fresh = draft_config_from_target(
+        target_config, draft_vocab_size=recipe.draft.draft_vocab_size, aux_layer_ids=recipe.draft.aux_layer_ids,
+        **({"intermediate_size": recipe.draft.intermediate_size} if recipe.draft.intermediate_size else {}))
+    if warm is None:
+        return Eagle3Draft(fresh)
+    own = warm.config.aux_layer_ids
+    if own is not None and recipe.draft.aux_layer_ids is not None and tuple(recipe.draft.aux_layer_ids) != own:
+        raise ValueError(f"draft.aux_layer_ids {recipe.draft.aux_layer_ids} differ from the warm-start draft's "
+                         f"{list(own)} ({recipe.draft.init_from})")
+    warm.config = dataclasses.replace(
+        warm.config, aux_layer_ids=own or fresh.aux_layer_ids,
+        target_num_hidden_layers=fresh.target_num_hidden_layers, target_model_type=fresh.target_model_type)
+    return warm
 
 
 def load_warm_start(recipe: Recipe) -> Eagle3Draft | None:
-    if recipe.draft.init_from is None:
-        return None
-    draft = load_draft(recipe.draft.init_from)
-    if recipe.draft.aux_layer_ids is not None and tuple(recipe.draft.aux_layer_ids) != draft.config.aux_layer_ids:
-        raise ValueError(f"draft.aux_layer_ids {recipe.draft.aux_layer_ids} differ from the warm-start draft's "
-                         f"{list(draft.config.aux_layer_ids or [])}")
-    return draft
+    return None if recipe.draft.init_from is None else load_draft(recipe.draft.init_from)
 
 
 def load_target(recipe: Recipe, draft: Eagle3Draft, device: torch.device) -> TargetModel:

@@ -25,6 +25,13 @@ from ..atomic import atomic_directory
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.json"
+RUN_FILE = "run.json"
+# The frozen copy of the target's embedding is restored from the target, not stored (2.3 GB for gpt-oss).
+FROZEN = ("embed_tokens.weight",)
+
+
+class ResumeMismatchError(ValueError):
+    """Resuming with a recipe, data or world size that differs from the interrupted run."""
 
 
 @dataclass
@@ -68,22 +75,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_training_state(
     output_dir: str | os.PathLike,
-    draft_state: dict[str, torch.Tensor],
+    draft: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     progress: Progress,
+    run: dict[str, Any],
     keep_last: int,
 ) -> Path:
-    """Write ``checkpoints/step-N`` atomically and prune all but the newest ``keep_last``."""
+    """Write ``checkpoints/step-N`` atomically and prune all but the newest ``keep_last``.
+
+    ``run`` describes what the run depends on (recipe, data and vocabulary fingerprints,
+    world size); a resume must match it.
+    """
     target = Path(output_dir) / "checkpoints" / checkpoint_name(progress.step)
+    weights = {k: v.detach().contiguous().cpu() for k, v in draft.state_dict().items() if k not in FROZEN}
     with atomic_directory(target, overwrite=True) as staging:
-        save_file({k: v.detach().contiguous().cpu() for k, v in draft_state.items()}, staging / "draft.safetensors")
+        save_file(weights, staging / "draft.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
                    staging / "optimizer.pt")
+        (staging / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
         (staging / STATE_FILE).write_text(json.dumps(asdict(progress), indent=2) + "\n")
     for old in list_checkpoints(output_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def check_resumable(checkpoint: str | os.PathLike, run: dict[str, Any]) -> None:
+    """Refuse to resume when anything the run depends on changed since the checkpoint."""
+    saved = json.loads((Path(checkpoint) / RUN_FILE).read_text())
+    changed = sorted(_differences(saved, run))
+    if changed:
+        raise ResumeMismatchError(
+            f"{checkpoint} was written by a run with different {', '.join(changed)}; resuming would not continue "
+            f"it exactly (start a new output_dir, or restore the original recipe and data)"
+        )
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in set(old) | set(new)
+                for d in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def load_training_state(
@@ -94,9 +126,19 @@ def load_training_state(
 ) -> Progress:
     """Restore a checkpoint written by :func:`save_training_state` into live objects."""
     checkpoint = Path(checkpoint)
-    draft.load_state_dict(load_file(checkpoint / "draft.safetensors"))
+    missing, unexpected = draft.load_state_dict(load_file(checkpoint / "draft.safetensors"), strict=False)
+    if unexpected or set(missing) - set(FROZEN):
+        raise ValueError(f"{checkpoint}: draft weights do not fit this draft (missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)})")
     extra = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     set_rng_state(extra["rng"])
     return Progress(**json.loads((checkpoint / STATE_FILE).read_text()))
+
+
+def remove_stale_staging(output_dir: str | os.PathLike) -> None:
+    """Delete the half-written staging directories a killed save leaves behind (never a complete checkpoint)."""
+    root = Path(output_dir) / "checkpoints"
+    for stale in root.glob(".step-*.tmp-*") if root.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)
