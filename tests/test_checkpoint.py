@@ -182,3 +182,17 @@ def test_load_refuses_what_the_draft_cannot_represent(tmp_path, change, message)
     _rewrite(d, **change)
     with pytest.raises(CheckpointError, match=message):
         load_draft(d)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from draftsmith.cli import main
+
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "config.json").write_text("[1, 2]")
+    assert main(["inspect", str(tmp_path / "list")]) == 2
+    assert "expected a JSON object, got list" in capsys.readouterr().err
+    _random_draft().save_pretrained(tmp_path / "draft")
+    assert main(["export", str(tmp_path / "draft"), str(tmp_path / "spec"), "--verifier", "x",
+                 "--speculative-tokens", "0"]) == 2
+    assert "speculative_tokens must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "spec").exists()

@@ -216,3 +216,13 @@ def test_cli_user_errors_are_one_line(tmp_path, tokenizer_dir, capsys):
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("draftsmith vocab: error:") and "missing.jsonl" in error and "\n" not in error
+
+
+def test_a_non_vocab_file_is_a_clear_error_and_is_kept(tmp_path):
+    from draftsmith.data import load_vocab_mapping
+
+    path = tmp_path / "notes.safetensors"
+    path.write_bytes(b"definitely not safetensors")
+    with pytest.raises(ValueError, match="is not a draftsmith vocab file"):
+        load_vocab_mapping(path)
+    assert path.read_bytes() == b"definitely not safetensors"

@@ -25,6 +25,8 @@ def speculators_config(
 ) -> dict[str, Any]:
     """The speculators config.json for a draft, pointing vLLM at ``verifier`` (the target)."""
     c = draft.config
+    if isinstance(speculative_tokens, bool) or not isinstance(speculative_tokens, int) or speculative_tokens < 1:
+        raise ValueError(f"speculative_tokens must be a positive integer, got {speculative_tokens!r}")
     if c.aux_layer_ids is None:
         raise ValueError("the draft has no aux_layer_ids; vLLM would guess which target layers to capture")
     if verifier_architecture is None:

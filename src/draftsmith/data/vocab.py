@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -153,11 +153,14 @@ def load_vocab_mapping(path: str | Path, target_vocab_size: int | None = None) -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"vocab file not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-        if metadata.get("format") != FORMAT or set(handle.keys()) != {"d2t", "t2d"}:
-            raise ValueError(f"{path} is not a draftsmith vocab file (format {metadata.get('format')!r})")
-        d2t, t2d = handle.get_tensor("d2t"), handle.get_tensor("t2d")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            if metadata.get("format") != FORMAT or set(handle.keys()) != {"d2t", "t2d"}:
+                raise ValueError(f"{path} is not a draftsmith vocab file (format {metadata.get('format')!r})")
+            d2t, t2d = handle.get_tensor("d2t"), handle.get_tensor("t2d")
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a draftsmith vocab file (not readable as safetensors: {error})") from error
     mapping = VocabMapping(d2t, t2d, metadata)
     if d2t.dtype != torch.long or t2d.dtype != torch.bool:
         raise ValueError(f"{path}: d2t must be int64 and t2d bool, got {d2t.dtype} and {t2d.dtype}")
