@@ -77,11 +77,6 @@ def draft_token_ids_from_d2t(d2t: torch.Tensor) -> torch.Tensor:
     return torch.arange(d2t.numel(), device=d2t.device) + d2t.long().view(-1)
 
 
-def draft_token_ids_from_t2d(t2d: torch.Tensor) -> torch.Tensor:
-    """Target ids marked in the boolean ``t2d`` mask, ascending (draft id order for a sorted vocab)."""
-    return torch.as_tensor(t2d).bool().view(-1).nonzero().view(-1)
-
-
 class TargetModel:
     """A frozen Hugging Face causal LM with forward hooks on its aux layers.
 

@@ -71,9 +71,6 @@ class Rendered:
     text: str
     spans: tuple[tuple[int, int], ...]
 
-    def supervised_text(self) -> list[str]:
-        return [self.text[a:b] for a, b in self.spans]
-
 
 def tokenizer_name(tokenizer: Any) -> str:
     return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
