@@ -206,3 +206,11 @@ def test_prepare_refuses_a_non_empty_output_before_loading_anything(workspace, m
     monkeypatch.setattr(prepare_module, "load_tokenizer", lambda recipe: pytest.fail("loaded before checking"))
     with pytest.raises(FileExistsError, match="refusing to replace"):
         prepare(load_recipe(write_recipe(workspace, "busy-recipe")), workspace / "busy", progress=False)
+
+
+def test_gradient_checkpointing_trains_the_same_weights(workspace):
+    plain = train(load_recipe(write_recipe(workspace, "plain", training={"max_steps": 2})), progress=False)
+    recomputed = train(load_recipe(write_recipe(workspace, "recomputed", training={
+        "max_steps": 2, "gradient_checkpointing": True})), progress=False)
+    a, b = load_file(plain / "model.safetensors"), load_file(recomputed / "model.safetensors")
+    assert all(torch.equal(a[name], b[name]) for name in a)
