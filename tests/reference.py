@@ -21,7 +21,7 @@ def naive_ttt_attention(q, k0, v0, diag_k=None, diag_v=None, document_ids=None):
     rep = H // k0.shape[1]
     k0, v0 = k0.repeat_interleave(rep, 1), v0.repeat_interleave(rep, 1)
     scores = q @ k0.transpose(-1, -2) / math.sqrt(D)
-    visible = torch.ones(T, T, dtype=torch.bool).tril().expand(B, T, T)
+    visible = torch.ones(T, T, dtype=torch.bool, device=q.device).tril().expand(B, T, T)
     if document_ids is not None:
         visible = visible & (document_ids[:, :, None] == document_ids[:, None, :])
     scores = scores.masked_fill(~visible[:, None], float("-inf"))

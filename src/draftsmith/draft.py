@@ -130,7 +130,9 @@ class Eagle3Draft(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield draft logits ``[B, T, draft_vocab]`` for TTT steps 0..steps-1.
+        """Yield the hidden state ``h_next`` ``[B, T, H]`` of TTT steps 0..steps-1 (logits: :meth:`logits`).
+
+        Hidden states rather than logits, so a caller can project only the slots it needs.
 
         ``attention_mask`` is ``[B, T]``: 0 for padding, and for packed sequences a
         positive document id per token (1 everywhere for one document). Batches of one
@@ -154,7 +156,11 @@ class Eagle3Draft(nn.Module):
             else:
                 h, kv = self.midlayer(*args)
             past.append(kv)
-            yield self.lm_head(self.norm(h))
+            yield h
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Draft-vocabulary logits of hidden states from :meth:`steps`."""
+        return self.lm_head(self.norm(hidden))
 
     def unroll(
         self,
@@ -165,7 +171,8 @@ class Eagle3Draft(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-step draft logits ``[steps, B, T, draft_vocab]`` (step j sees input_ids shifted left by j)."""
-        return torch.stack(list(self.steps(input_ids, aux_hidden_states, steps, attention_mask, position_ids)))
+        hidden = self.steps(input_ids, aux_hidden_states, steps, attention_mask, position_ids)
+        return torch.stack([self.logits(h) for h in hidden])
 
 
 def _right_padded_single_document(mask: torch.Tensor) -> bool:

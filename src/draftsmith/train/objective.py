@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..data import pad_batch
 from ..draft import Eagle3Draft
@@ -110,6 +111,19 @@ class StepStats:
         return out
 
 
+def _soft_cross_entropy(draft: Eagle3Draft, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked soft cross-entropy sum and the draft's argmax ids, for one unroll step.
+
+    Run under activation checkpointing: the ``[B, T, draft_vocab]`` logits and their
+    log-softmax are recomputed in backward instead of being kept, for the price of one
+    more ``lm_head`` matmul.
+    """
+    logits = draft.logits(hidden).float()
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.float().flatten(0, 1), reduction="none")
+    return (ce.view(mask.shape) * mask).sum(), logits.detach().argmax(-1)
+
+
 def ttt_objective(
     draft: Eagle3Draft,
     batch: TokenBatch,
@@ -138,19 +152,20 @@ def ttt_objective(
     stats = [torch.zeros(steps, device=loss.device) for _ in range(5)]
     loss_sum, n_trained, agree, n_valid, chain = stats
     chain_alive = valid[0].clone()
-    for j, logits in enumerate(draft.steps(draft_inputs, supervision.aux_hidden_states, steps,
+    for j, hidden in enumerate(draft.steps(draft_inputs, supervision.aux_hidden_states, steps,
                                             attention_mask=batch.document_ids, position_ids=batch.position_ids)):
         n = T - 2 - j
         if n <= 0:
             break
-        logits = logits[:, :n].float()
-        targets = supervision.target_probs[:, 1 + j:T - 1].float()
-        ce = F.cross_entropy(logits.transpose(1, 2), targets.transpose(1, 2), reduction="none")
+        targets = supervision.target_probs[:, 1 + j:T - 1]
         step_trained = trained[j, :, :n]
-        step_sum = (ce * step_trained).sum()
+        args = (draft, hidden[:, :n], targets, step_trained)  # only the slots that have a target at depth j
+        if torch.is_grad_enabled():
+            step_sum, draft_ids = checkpoint(_soft_cross_entropy, *args, use_reentrant=False)
+        else:
+            step_sum, draft_ids = _soft_cross_entropy(*args)
         loss = loss + weights[j] * step_sum / counts[j].clamp(min=1)
         with torch.no_grad():
-            draft_ids = logits.argmax(-1)
             hits = (draft_ids + d2t[draft_ids]) == supervision.target_argmax[:, 1 + j:T - 1]
             step_valid = valid[j, :, :n]
             chain_alive[:, :n] &= hits & step_valid
