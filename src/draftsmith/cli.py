@@ -15,7 +15,8 @@ from . import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="draftsmith", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="draftsmith", description="Train EAGLE-3 draft models and ship them to SGLang and vLLM.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         importlib.import_module(f"draftsmith.commands.{module}").register(subparsers)
