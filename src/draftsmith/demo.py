@@ -3,9 +3,9 @@
 No model hub is needed. The command builds a tiny gpt-oss target of the real architecture
 (MoE, alternating sliding/full attention, sinks, YaRN factor 32), a small byte-level BPE
 tokenizer with the harmony chat format, and a few hundred synthetic chats; it then trains
-the target on those chats for a minute so that its next-token distributions carry real
+the target on those chats briefly (seconds on a CPU) so that its next-token distributions carry real
 structure for a draft to learn. ``draftsmith train examples/tiny-gpt-oss.yaml`` then
-trains a draft against it on a CPU in a few minutes.
+trains a draft against it on a CPU in well under a minute.
 """
 
 from __future__ import annotations

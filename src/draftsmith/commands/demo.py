@@ -9,7 +9,7 @@ from ..demo import make_demo
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="build a tiny gpt-oss target + harmony tokenizer + synthetic chats (a few CPU minutes)",
+        "demo", help="build a tiny gpt-oss target + harmony tokenizer + synthetic chats (seconds on a CPU)",
         description="Then: draftsmith train examples/tiny-gpt-oss.yaml (expects DIR=demo).")
     parser.add_argument("directory", help="where to write target/ and train.jsonl (e.g. demo)")
     parser.add_argument("--records", type=int, default=400, help="synthetic conversations (default 400)")
