@@ -199,11 +199,6 @@ def load_draft(
             f"{directory}: no d2t although draft_vocab_size {config.draft_vocab_size} < vocab_size "
             f"{config.vocab_size}; the draft-to-target vocabulary mapping is unknown"
         )
-    if "t2d" in missing and "d2t" in weights:
-        t2d = torch.zeros(config.vocab_size, dtype=torch.bool)
-        t2d[torch.arange(config.draft_vocab_size) + weights["d2t"].long()] = True
-        weights["t2d"] = t2d
-        missing.discard("t2d")
     if "embed_tokens.weight" in missing:
         warnings.warn(
             f"{directory}: no embed_tokens.weight; copy the target's input embedding into the draft before use",
@@ -213,9 +208,10 @@ def load_draft(
     missing -= {"d2t", "t2d"}
     if missing:
         raise CheckpointError(f"{directory}: missing weights: {', '.join(sorted(missing))}")
+    mapping = {name: weights.pop(name) for name in ("d2t", "t2d") if name in weights}
     with torch.no_grad():
         for name, tensor in weights.items():
             expected[name].copy_(tensor)
-    if "d2t" in weights:
-        draft.set_vocab_mapping(weights["d2t"], weights["t2d"])
+    if "d2t" in mapping:  # a missing t2d is derived from d2t
+        draft.set_vocab_mapping(mapping["d2t"], mapping.get("t2d"))
     return draft.to(device=device, dtype=dtype) if dtype is not None else draft.to(device)

@@ -100,17 +100,23 @@ class Eagle3Draft(nn.Module):
         self.register_buffer("t2d", torch.arange(c.vocab_size) < c.draft_vocab_size)
         self.gradient_checkpointing = False  # recompute the layer in backward to save activation memory
 
-    def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor) -> None:
-        """Install a draft↔target vocabulary mapping after checking it is consistent."""
+    def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor | None = None) -> None:
+        """Install a draft↔target vocabulary mapping after checking it is consistent.
+
+        ``t2d`` follows from ``d2t``; when given (checkpoints store both) it must agree.
+        """
         c = self.config
-        if d2t.shape != (c.draft_vocab_size,) or t2d.shape != (c.vocab_size,):
-            raise ValueError(
-                f"vocab mapping shapes d2t {tuple(d2t.shape)}, t2d {tuple(t2d.shape)} do not match "
-                f"draft_vocab_size {c.draft_vocab_size}, vocab_size {c.vocab_size}"
-            )
+        if d2t.shape != (c.draft_vocab_size,):
+            raise ValueError(f"vocab mapping shapes: d2t {tuple(d2t.shape)} does not match "
+                             f"draft_vocab_size {c.draft_vocab_size}")
         target_ids = torch.arange(c.draft_vocab_size) + d2t.long().cpu()
         if target_ids.min() < 0 or target_ids.max() >= c.vocab_size:
             raise ValueError("d2t maps draft ids outside the target vocabulary")
+        if t2d is None:
+            t2d = torch.zeros(c.vocab_size, dtype=torch.bool)
+            t2d[target_ids] = True
+        if t2d.shape != (c.vocab_size,):
+            raise ValueError(f"vocab mapping shapes: t2d {tuple(t2d.shape)} does not match vocab_size {c.vocab_size}")
         if not torch.equal(torch.sort(target_ids).values, torch.nonzero(t2d.cpu()).flatten()):
             raise ValueError("d2t and t2d disagree about which target ids are in the draft vocabulary")
         self.d2t.copy_(d2t.long())
