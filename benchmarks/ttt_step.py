@@ -12,7 +12,7 @@ Implementations, each in a fresh subprocess per sequence length:
 - ``lean``: draftsmith as shipped (fused attention kernel for block 0, LSE-merged diagonal).
 - ``lean+ckpt``: the same with the draft's gradient checkpointing on (recipe option
   ``gradient_checkpointing``), which recomputes the layer in backward.
-- ``naive``: the lean draft with ``draftsmith.draft.ttt_attention`` replaced by an attention
+- ``naive``: the lean draft with ``draftsmith.model.draft.ttt_attention`` replaced by an attention
   that materializes the ``[B, heads, T, T + j]`` scores, as tests/reference.py does.
 - ``nemo``: NeMo AutoModel's ``Eagle3TrainerModule`` over its ``GptOssEagle3DraftModel``,
   built from the same ``GptOssConfig`` and fed the same supervision (its offline path:
@@ -178,7 +178,7 @@ def shape_line(a) -> str:
 
 
 def naive_ttt_attention(q, k0, v0, diag_k=None, diag_v=None, visible=None):
-    """Drop-in for ``draftsmith.draft.ttt_attention``: tests/reference.py's attention, which
+    """Drop-in for ``draftsmith.model.draft.ttt_attention``: tests/reference.py's attention, which
     materializes ``[B, H, T, T + j]`` scores. Causal only, the one case this benchmark runs."""
     if visible is not None:
         raise ValueError("the benchmark runs single causal documents; packed masks are not timed")
@@ -216,18 +216,18 @@ def build_ours(a, x, device, impl):
     import torch
 
     sys.path.insert(0, str(REPO / "src"))
-    import draftsmith.draft
+    import draftsmith.model.draft
     from draftsmith import build_draft
     from draftsmith.train import objective
 
     if impl == "naive":
-        draftsmith.draft.ttt_attention = naive_ttt_attention
+        draftsmith.model.draft.ttt_attention = naive_ttt_attention
     torch.manual_seed(0)
     draft = build_draft(target_config(a), draft_vocab_size=a.draft_vocab, intermediate_size=a.intermediate).to(device)
     draft.gradient_checkpointing = impl == "lean+ckpt"
     supervision_cls = getattr(objective, "Supervision", None)
     if supervision_cls is None:  # the target wrapper's class took its place
-        from draftsmith.target import TargetOutputs as supervision_cls
+        from draftsmith.target.capture import TargetOutputs as supervision_cls
     batch = objective.TokenBatch(x["input_ids"], x["loss_mask"], x["document_ids"], x["position_ids"])
     supervision = supervision_cls(
         aux_hidden_states=x["aux"],
@@ -389,16 +389,16 @@ def run_check(a) -> dict:
     loss = loss_fn()
     grads = torch.autograd.grad(loss, params)
     loss = loss.detach()
-    import draftsmith.draft
+    import draftsmith.model.draft
 
-    lean_attention = draftsmith.draft.ttt_attention
-    draftsmith.draft.ttt_attention = naive_ttt_attention
+    lean_attention = draftsmith.model.draft.ttt_attention
+    draftsmith.model.draft.ttt_attention = naive_ttt_attention
     try:
         naive_loss = loss_fn()
         naive_grads = torch.autograd.grad(naive_loss, params)
         naive_loss = naive_loss.detach()
     finally:
-        draftsmith.draft.ttt_attention = lean_attention
+        draftsmith.model.draft.ttt_attention = lean_attention
     out["loss"] = float(loss)
     out["lean_naive_loss_diff"] = abs(float(loss) - float(naive_loss))
     out["lean_naive_grad_rel"] = max(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from draftsmith.attention import document_mask, ttt_attention
+from draftsmith.model.attention import document_mask, ttt_attention
 from reference import naive_ttt_attention
 
 B, H, KV, T, D = 2, 4, 2, 11, 8

@@ -8,8 +8,8 @@ from safetensors.torch import load_file, save_file
 from transformers import GptOssConfig
 
 from draftsmith import build_draft, draft_config_from_target, load_draft
-from draftsmith.checkpoint import CheckpointError, engine_config
-from draftsmith.speculators import export_speculators
+from draftsmith.checkpoint.engine import CheckpointError, engine_config
+from draftsmith.checkpoint.speculators import export_speculators
 from tiny_models import tiny_gpt_oss_config, tiny_llama_config
 
 KEYS = {
@@ -94,7 +94,7 @@ def test_refuses_to_overwrite_and_replaces_atomically(tmp_path):
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
-    import draftsmith.checkpoint as checkpoint
+    import draftsmith.checkpoint.engine as checkpoint
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from draftsmith import load_draft
 from draftsmith.cli import main
 from draftsmith.demo import make_demo
-from draftsmith.inspection import inspect_checkpoint
+from draftsmith.checkpoint.inspect import inspect_checkpoint
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "tiny-gpt-oss.yaml"
 

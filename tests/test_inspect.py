@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from draftsmith.cli import main
-from draftsmith.inspection import inspect_checkpoint
+from draftsmith.checkpoint.inspect import inspect_checkpoint
 from tiny_models import save_tiny_target
 
 H, HEADS, KV, HD, INTER, VOCAB, DRAFT_VOCAB, LAYERS = 64, 4, 2, 16, 384, 512, 100, 4

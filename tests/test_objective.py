@@ -9,7 +9,7 @@ only when the target's argmax at p is in the draft vocabulary.
 import torch
 
 from draftsmith import build_draft
-from draftsmith.target import TargetOutputs
+from draftsmith.target.capture import TargetOutputs
 from draftsmith.train.objective import TokenBatch, ttt_objective
 from tiny_models import tiny_gpt_oss_config
 

@@ -10,7 +10,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
 
 from draftsmith import rotary_from_config
-from draftsmith.rope import RopeConfigError, rope_parameters_from_config
+from draftsmith.model.rope import RopeConfigError, rope_parameters_from_config
 from reference import yarn_inv_freq_float64
 
 TTT_STEPS = 7

@@ -8,14 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from draftsmith.config import DraftConfigError
-from draftsmith.target import (
+from draftsmith.model.config import DraftConfigError
+from draftsmith.target.capture import (
     TargetLoadOptions,
     TargetMismatchError,
     TargetModel,
     draft_token_ids_from_d2t,
 )
-from draftsmith.targets import UnsupportedTargetError, draft_config_from_target
+from draftsmith.target.registry import UnsupportedTargetError, draft_config_from_target
 from tiny_models import VOCAB, save_tiny_target
 
 KINDS = ["gpt_oss", "llama", "qwen3"]

@@ -5,8 +5,8 @@ from transformers import (GptOssConfig, LlamaConfig, MistralConfig, Qwen2Config,
                           Gemma2Config)
 
 from draftsmith import build_draft, draft_config_from_target
-from draftsmith.config import DraftConfigError
-from draftsmith.targets import UnsupportedTargetError
+from draftsmith.model.config import DraftConfigError
+from draftsmith.target.registry import UnsupportedTargetError
 from tiny_models import save_tiny_target, tiny_gpt_oss_config
 
 GPT_OSS_20B = dict(num_hidden_layers=24, num_local_experts=32, vocab_size=201088)

@@ -16,10 +16,10 @@ import torch
 from tiny_tokenizers import load_tiny_tokenizer
 
 from draftsmith.cli import main
-from draftsmith.config import DraftConfig
+from draftsmith.model.config import DraftConfig
 from draftsmith.data import BadRecordError, DataConfig, load_or_build_vocab, load_vocab_mapping
 from draftsmith.data.vocab import build_vocab_mapping, select_draft_tokens
-from draftsmith.draft import Eagle3Draft
+from draftsmith.model.draft import Eagle3Draft
 
 ANSWERS = [
     "The capital of France is Paris.",

@@ -1,18 +1,29 @@
-"""draftsmith: train EAGLE-3 draft models and ship them to SGLang and vLLM."""
+"""draftsmith: train EAGLE-3 draft models and ship them to SGLang and vLLM.
 
-__version__ = "0.1.0"
+The public API is imported lazily, so ``draftsmith --help`` does not pay for torch.
+"""
 
-from .checkpoint import load_draft
-from .config import DraftConfig
-from .draft import Eagle3Draft
-from .rope import rotary_from_config
-from .targets import build_draft, draft_config_from_target
+from __future__ import annotations
 
-__all__ = [
-    "DraftConfig",
-    "Eagle3Draft",
-    "build_draft",
-    "draft_config_from_target",
-    "load_draft",
-    "rotary_from_config",
-]
+import importlib
+from typing import Any
+
+from draftsmith._version import __version__
+
+_PUBLIC = {
+    "DraftConfig": "draftsmith.model.config",
+    "Eagle3Draft": "draftsmith.model.draft",
+    "rotary_from_config": "draftsmith.model.rope",
+    "draft_config_from_target": "draftsmith.target.registry",
+    "build_draft": "draftsmith.checkpoint.engine",
+    "load_draft": "draftsmith.checkpoint.engine",
+    "save_draft": "draftsmith.checkpoint.engine",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'draftsmith' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 import sys
 
-from . import commands
+from draftsmith import commands
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import GptOssConfig, GptOssForCausalLM, PreTrainedTokenizerFast
 
-from .atomic import atomic_directory
+from draftsmith.atomic import atomic_directory
 
 HARMONY_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|start|>", "<|end|>", "<|message|>", "<|channel|>",
                           "<|constrain|>", "<|return|>", "<|call|>"]

@@ -36,10 +36,10 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from .data.conversation import RecordError, parse_conversation
-from .data.readers import iter_records
-from .data.report import DataReport
-from .target import TargetLoadOptions, TargetModel
+from draftsmith.data.conversation import RecordError, parse_conversation
+from draftsmith.data.readers import iter_records
+from draftsmith.data.report import DataReport
+from draftsmith.target.capture import TargetLoadOptions, TargetModel
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import make_demo
+from draftsmith.demo import make_demo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import load_draft
-from ..speculators import export_speculators
+from draftsmith.checkpoint.engine import load_draft
+from draftsmith.checkpoint.speculators import export_speculators
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

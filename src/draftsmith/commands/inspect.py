@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..inspection import inspect_checkpoint
+from draftsmith.checkpoint.inspect import inspect_checkpoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

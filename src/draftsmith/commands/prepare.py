@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..train.prepare import prepare
-from ..train.recipe import load_recipe
+from draftsmith.train.prepare import prepare
+from draftsmith.train.recipe import load_recipe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

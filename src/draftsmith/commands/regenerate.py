@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..regenerate import GenerationOptions, HttpBackend, LocalBackend, RegenerateOptions, check_output, regenerate
-    from ..target import TargetLoadOptions
+    from draftsmith.regenerate import GenerationOptions, HttpBackend, LocalBackend, RegenerateOptions, check_output, regenerate
+    from draftsmith.target.capture import TargetLoadOptions
 
     if not args.input.is_file():
         raise FileNotFoundError(f"input {args.input} does not exist")

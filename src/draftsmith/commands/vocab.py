@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..data import DataConfig, load_or_build_vocab
+from draftsmith.data import DataConfig, load_or_build_vocab
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -19,13 +19,13 @@ Bad records are skipped and counted by reason with ``file:line`` in the ``DataRe
 run stops with ``BadRecordError`` only past ``max_bad_fraction`` (default 1%).
 """
 
-from .conversation import Conversation, Message, RecordError, parse_conversation
-from .dataset import DataConfig, build_dataset, iter_samples
-from .readers import MissingExtraError, iter_conversations, load_conversations
-from .render import ChatTemplateError, Rendered, RenderConfig, check_chat_template, render_conversation
-from .report import BadRecordError, DataReport
-from .samples import Sample, pack, pad_batch, tokenize_conversation
-from .vocab import VocabMapping, build_vocab_mapping, load_or_build_vocab, load_vocab_mapping, save_vocab_mapping
+from draftsmith.data.conversation import Conversation, Message, RecordError, parse_conversation
+from draftsmith.data.dataset import DataConfig, build_dataset, iter_samples
+from draftsmith.data.readers import MissingExtraError, iter_conversations, load_conversations
+from draftsmith.data.render import ChatTemplateError, Rendered, RenderConfig, check_chat_template, render_conversation
+from draftsmith.data.report import BadRecordError, DataReport
+from draftsmith.data.samples import Sample, pack, pad_batch, tokenize_conversation
+from draftsmith.data.vocab import VocabMapping, build_vocab_mapping, load_or_build_vocab, load_vocab_mapping, save_vocab_mapping
 
 __all__ = [
     "BadRecordError",

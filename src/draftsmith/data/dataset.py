@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from .conversation import Conversation, RecordError
-from .readers import Source, load_conversations
-from .render import CHANNELS, Channels, RenderConfig, check_chat_template
-from .report import DataReport
-from .samples import Sample, pack, tokenize_conversation, truncate
+from draftsmith.data.conversation import Conversation, RecordError
+from draftsmith.data.readers import Source, load_conversations
+from draftsmith.data.render import CHANNELS, Channels, RenderConfig, check_chat_template
+from draftsmith.data.report import DataReport
+from draftsmith.data.samples import Sample, pack, tokenize_conversation, truncate
 
 log = logging.getLogger(__name__)
 

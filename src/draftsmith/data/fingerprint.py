@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .readers import Source, as_source_list, is_hf_dataset
+from draftsmith.data.readers import Source, as_source_list, is_hf_dataset
 
 CHUNK = 1 << 20
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
 
-from .conversation import Conversation, RecordError, parse_conversation
-from .report import DataReport
+from draftsmith.data.conversation import Conversation, RecordError, parse_conversation
+from draftsmith.data.report import DataReport
 
 Source = Union[str, Path, Iterable[Mapping[str, Any]]]
 

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .conversation import Conversation, Message, RecordError
+from draftsmith.data.conversation import Conversation, Message, RecordError
 
 Channels = Literal["all", "final"]
 CHANNELS = ("all", "final")

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .conversation import Conversation
-from .render import Rendered, RenderConfig, render_conversation
+from draftsmith.data.conversation import Conversation
+from draftsmith.data.render import Rendered, RenderConfig, render_conversation
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .dataset import DataConfig, iter_samples
-from .fingerprint import data_fingerprint, tokenizer_fingerprint
-from .readers import Source, iter_conversations
-from .render import tokenizer_name
-from .report import BadRecordError, DataReport
-from .samples import Sample
+from draftsmith.data.dataset import DataConfig, iter_samples
+from draftsmith.data.fingerprint import data_fingerprint, tokenizer_fingerprint
+from draftsmith.data.readers import Source, iter_conversations
+from draftsmith.data.render import tokenizer_name
+from draftsmith.data.report import BadRecordError, DataReport
+from draftsmith.data.samples import Sample
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_directory
-from ..data import Sample
-from ..target import TargetModel, TargetOutputs, draft_token_ids_from_d2t
-from .objective import TokenBatch
+from draftsmith.atomic import atomic_directory
+from draftsmith.data import Sample
+from draftsmith.target.capture import TargetModel, TargetOutputs, draft_token_ids_from_d2t
+from draftsmith.train.objective import TokenBatch
 
 FORMAT = "draftsmith-features/1"
 MANIFEST = "manifest.json"

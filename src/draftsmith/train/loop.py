@@ -22,18 +22,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.fingerprint import samples_fingerprint
-from ..draft import Eagle3Draft
-from ..target import draft_token_ids_from_d2t
-from ..targets import load_target_config
-from .batches import epoch_order, evaluation_batches, rank_micro_batches
-from .distributed import DistContext, init_distributed, shutdown
-from .features import FeatureSet, check_manifest, vocab_fingerprint
-from .objective import StepStats, TokenBatch, step_weights, ttt_objective
-from .recipe import Recipe
-from .setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
+from draftsmith.checkpoint.engine import save_draft
+from draftsmith.data.fingerprint import samples_fingerprint
+from draftsmith.model.draft import Eagle3Draft
+from draftsmith.target.capture import draft_token_ids_from_d2t
+from draftsmith.target.registry import load_target_config
+from draftsmith.train.batches import epoch_order, evaluation_batches, rank_micro_batches
+from draftsmith.train.distributed import DistContext, init_distributed, shutdown
+from draftsmith.train.features import FeatureSet, check_manifest, vocab_fingerprint
+from draftsmith.train.objective import StepStats, TokenBatch, step_weights, ttt_objective
+from draftsmith.train.recipe import Recipe
+from draftsmith.train.setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
                     load_warm_start, vocab_mapping)
-from .state import (Progress, check_resumable, list_checkpoints, load_training_state, remove_stale_staging,
+from draftsmith.train.state import (Progress, check_resumable, list_checkpoints, load_training_state, remove_stale_staging,
                     save_training_state)
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class Trainer:
             self._save()
             final = self.output_dir / "draft"
             if ctx.is_main:
-                self.draft.save_pretrained(final, overwrite=True)
+                save_draft(self.draft, final, overwrite=True)
             ctx.barrier()
             return final
         finally:

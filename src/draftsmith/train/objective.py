@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..data import pad_batch
-from ..draft import Eagle3Draft
-from ..target import TargetOutputs
+from draftsmith.data import pad_batch
+from draftsmith.model.draft import Eagle3Draft
+from draftsmith.target.capture import TargetOutputs
 
 
 @dataclass

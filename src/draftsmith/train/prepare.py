@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import refuse_overwrite
-from ..targets import load_target_config
-from .features import write_features
-from .recipe import Recipe
-from .setup import build_run_draft, build_samples, load_target, load_tokenizer, load_warm_start, vocab_mapping
+from draftsmith.atomic import refuse_overwrite
+from draftsmith.target.registry import load_target_config
+from draftsmith.train.features import write_features
+from draftsmith.train.recipe import Recipe
+from draftsmith.train.setup import build_run_draft, build_samples, load_target, load_tokenizer, load_warm_start, vocab_mapping
 
 
 def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PretrainedConfig
 
-from ..checkpoint import load_draft
-from ..data import DataConfig, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
-from ..draft import Eagle3Draft
-from ..target import TargetLoadOptions, TargetModel
-from ..targets import draft_config_from_target
-from .recipe import Recipe
+from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
+from draftsmith.data import DataConfig, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
+from draftsmith.model.draft import Eagle3Draft
+from draftsmith.target.capture import TargetLoadOptions, TargetModel
+from draftsmith.target.registry import draft_config_from_target
+from draftsmith.train.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def build_run_draft(
         target_config, draft_vocab_size=recipe.draft.draft_vocab_size, aux_layer_ids=recipe.draft.aux_layer_ids,
         **({"intermediate_size": recipe.draft.intermediate_size} if recipe.draft.intermediate_size else {}))
     if warm is None:
-        return Eagle3Draft(fresh)
+        return PretrainedDraft(fresh)
     own = warm.config.aux_layer_ids
     if own is not None and recipe.draft.aux_layer_ids is not None and tuple(recipe.draft.aux_layer_ids) != own:
         raise ValueError(f"draft.aux_layer_ids {recipe.draft.aux_layer_ids} differ from the warm-start draft's "

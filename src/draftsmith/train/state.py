@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_directory
+from draftsmith.atomic import atomic_directory
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.json"

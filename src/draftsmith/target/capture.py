@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from .config import DraftConfig, default_aux_layer_ids, validate_aux_layer_ids
-from .targets import TargetFamily, load_target_config, target_family
+from draftsmith.model.config import DraftConfig, default_aux_layer_ids, validate_aux_layer_ids
+from draftsmith.target.registry import TargetFamily, load_target_config, target_family
 
 DEFAULT_LOGITS_CHUNK = 512
 
@@ -82,7 +82,7 @@ class TargetModel:
 
     ``aux_layer_ids`` follow SGLang's convention: index k captures the *output* of decoder
     layer k, which is Hugging Face's ``hidden_states[k + 1]`` (valid ids stop before the
-    last layer, see :func:`draftsmith.config.validate_aux_layer_ids`).
+    last layer, see :func:`draftsmith.model.config.validate_aux_layer_ids`).
     """
 
     def __init__(self, model: PreTrainedModel, aux_layer_ids: Sequence[int] | None = None,

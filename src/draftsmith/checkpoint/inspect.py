@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import ARCHITECTURE, canonical_weight_name, read_config, read_weights
-from .rope import RopeConfigError, rope_parameters_from_config
-from .targets import load_target_config
+from draftsmith.checkpoint.engine import ARCHITECTURE, canonical_weight_name, read_config, read_weights
+from draftsmith.model.rope import RopeConfigError, rope_parameters_from_config
+from draftsmith.target.registry import load_target_config
 
 _LEFTOVER_TARGET_FIELDS = (
     "layer_types", "sliding_window", "quantization_config", "num_local_experts", "num_experts",

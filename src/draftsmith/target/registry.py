@@ -14,9 +14,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-from .config import DraftConfig, DraftConfigError, default_aux_layer_ids
-from .draft import Eagle3Draft
-from .rope import config_head_dim, rope_parameters_from_config
+from draftsmith.model.config import DraftConfig, DraftConfigError, default_aux_layer_ids
+from draftsmith.model.rope import config_head_dim, rope_parameters_from_config
 
 DEFAULT_DRAFT_VOCAB_SIZE = 32000
 
@@ -129,23 +128,3 @@ def draft_config_from_target(
     values.update(overrides)
     return DraftConfig(**values)
 
-
-def build_draft(
-    target_config: PretrainedConfig | Mapping[str, Any] | str | os.PathLike,
-    *,
-    draft_vocab_size: int | None = None,
-    aux_layer_ids: list[int] | tuple[int, ...] | None = None,
-    **overrides: Any,
-) -> Eagle3Draft:
-    """A freshly initialized EAGLE-3 draft for a target.
-
-    Args:
-        target_config: the target's config object, its config.json as a dict, or its directory.
-        draft_vocab_size: draft vocabulary size (default ``min(32000, target vocab)``).
-        aux_layer_ids: the three target layers whose outputs feed the draft, SGLang
-            convention (default ``[1, L//2 - 1, L - 4]``).
-        **overrides: other :class:`DraftConfig` sizes, e.g. ``intermediate_size``.
-    """
-    return Eagle3Draft(draft_config_from_target(
-        target_config, draft_vocab_size=draft_vocab_size, aux_layer_ids=aux_layer_ids, **overrides
-    ))

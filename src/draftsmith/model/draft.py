@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import document_mask, ttt_attention
-from .config import DraftConfig
-from .rope import RotaryEmbedding, apply_rotary
+from draftsmith.model.attention import document_mask, ttt_attention
+from draftsmith.model.config import DraftConfig
+from draftsmith.model.rope import RotaryEmbedding, apply_rotary
 
 
 class RMSNorm(nn.Module):
@@ -121,12 +121,6 @@ class Eagle3Draft(nn.Module):
             raise ValueError("d2t and t2d disagree about which target ids are in the draft vocabulary")
         self.d2t.copy_(d2t.long())
         self.t2d.copy_(t2d.bool())
-
-    def save_pretrained(self, directory, *, overwrite: bool = False):
-        """Write the checkpoint SGLang and vLLM load (:func:`draftsmith.checkpoint.save_draft`)."""
-        from .checkpoint import save_draft
-
-        return save_draft(self, directory, overwrite=overwrite)
 
     def steps(
         self,

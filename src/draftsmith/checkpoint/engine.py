@@ -22,11 +22,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from . import __version__
-from .atomic import atomic_directory
-from .config import DraftConfig
-from .draft import Eagle3Draft
-from .rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
+from draftsmith._version import __version__
+from draftsmith.atomic import atomic_directory
+from draftsmith.model.config import DraftConfig
+from draftsmith.model.draft import Eagle3Draft
+from draftsmith.model.rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
+from draftsmith.target.registry import draft_config_from_target
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 CONFIG_NAME = "config.json"
@@ -130,6 +131,19 @@ def save_draft(draft: Eagle3Draft, directory: str | os.PathLike, *, overwrite: b
     )
 
 
+class PretrainedDraft(Eagle3Draft):
+    """An :class:`Eagle3Draft` that knows its file format.
+
+    The model package holds only the math; persistence lives here, one layer up, so the
+    draft can be saved as ``draft.save_pretrained(dir)`` without the model importing
+    the checkpoint code. :func:`build_draft` and :func:`load_draft` return this class.
+    """
+
+    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the checkpoint SGLang and vLLM load (:func:`save_draft`)."""
+        return save_draft(self, directory, overwrite=overwrite)
+
+
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     if not Path(directory).is_dir():
@@ -176,14 +190,35 @@ def canonical_weight_name(name: str) -> str:
     return name
 
 
+def build_draft(
+    target_config: PretrainedConfig | Mapping[str, Any] | str | os.PathLike,
+    *,
+    draft_vocab_size: int | None = None,
+    aux_layer_ids: list[int] | tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> PretrainedDraft:
+    """A freshly initialized EAGLE-3 draft for a target.
+
+    Args:
+        target_config: the target's config object, its config.json as a dict, or its directory.
+        draft_vocab_size: draft vocabulary size (default ``min(32000, target vocab)``).
+        aux_layer_ids: the three target layers whose outputs feed the draft, SGLang
+            convention (default ``[1, L//2 - 1, L - 4]``).
+        **overrides: other :class:`DraftConfig` sizes, e.g. ``intermediate_size``.
+    """
+    return PretrainedDraft(draft_config_from_target(
+        target_config, draft_vocab_size=draft_vocab_size, aux_layer_ids=aux_layer_ids, **overrides
+    ))
+
+
 def load_draft(
     directory: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> Eagle3Draft:
+) -> PretrainedDraft:
     """Load an EAGLE-3 draft checkpoint (ours or another tool's in the SGLang/vLLM layout)."""
     directory = Path(directory)
     config = draft_config_from_json(read_config(directory), str(directory / CONFIG_NAME))
     weights = {canonical_weight_name(k): v for k, v in read_weights(directory).items()}
-    draft = Eagle3Draft(config)
+    draft = PretrainedDraft(config)
     expected = draft.state_dict()
     unknown = sorted(set(weights) - set(expected))
     if unknown:
