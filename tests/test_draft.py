@@ -101,7 +101,7 @@ def test_vocab_mapping_validation():
     t2d[1] = True
     with pytest.raises(ValueError, match="disagree"):
         draft.set_vocab_mapping(d2t, t2d)
-    with pytest.raises(ValueError, match="shapes"):
+    with pytest.raises(ValueError, match="draft_vocab_size"):
         draft.set_vocab_mapping(d2t[:10], t2d)
 
 

@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = {
     "draftsmith._version": 0,
     "draftsmith.atomic": 0,
+    "draftsmith.vocab_mapping": 0,
     "draftsmith.model": 1,
     "draftsmith.data": 1,
     "draftsmith.target": 2,

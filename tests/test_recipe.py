@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from draftsmith.cli import main
-from draftsmith.train.recipe import RecipeError, load_recipe
+from draftsmith.train.recipe import RecipeError, check_inputs, load_recipe
 
 GOOD = {"target": {"path": "some/target"}, "data": {"train": ["train.jsonl"]},
         "training": {"output_dir": "run", "learning_rate": 1e-4}}
@@ -19,7 +19,46 @@ def _write(tmp_path, recipe, name="recipe.yaml"):
 def test_good_recipe_and_defaults(tmp_path):
     recipe = load_recipe(_write(tmp_path, GOOD))
     assert recipe.training.ttt_steps == 7 and recipe.training.step_decay == 0.8
-    assert recipe.data.train == ["train.jsonl"] and recipe.draft.draft_vocab_size == 32000
+    assert recipe.data.train == [str(tmp_path / "train.jsonl")] and recipe.draft.draft_vocab_size == 32000
+    assert recipe.target.path == "some/target"  # not a local path: a hub id, kept as written
+
+
+def test_paths_resolve_relative_to_the_recipe_file(tmp_path, monkeypatch):
+    (tmp_path / "models" / "t").mkdir(parents=True)
+    (tmp_path / "recipes").mkdir()
+    path = _write(tmp_path / "recipes", {"target": {"path": "../models/t"}, "data": {"train": ["../d.jsonl"]},
+                                         "training": {"output_dir": "out"}})
+    monkeypatch.chdir(tmp_path / "models")  # anywhere else
+    recipe = load_recipe(path, ["draft.vocab_file=v.safetensors"])
+    assert recipe.target.path == str(tmp_path / "models" / "t")
+    assert recipe.data.train == [str(tmp_path / "d.jsonl")]
+    assert recipe.training.output_dir == str(tmp_path / "recipes" / "out")
+    assert recipe.draft.vocab_file == "v.safetensors"  # --set values stay relative to the working directory
+
+
+def test_missing_inputs_are_named_before_anything_loads(tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "train.jsonl").write_text("")
+    recipe = load_recipe(_write(tmp_path, {**GOOD, "target": {"path": "demo/target"}}))
+    with pytest.raises(RecipeError, match=r"target.path: no such target directory .*demo/target"):
+        check_inputs(recipe)
+    recipe = load_recipe(_write(tmp_path, {**GOOD, "data": {"train": ["nowhere.jsonl"]}}))
+    with pytest.raises(RecipeError, match=r"data.train: no such file .*nowhere.jsonl"):
+        check_inputs(recipe)
+    check_inputs(load_recipe(_write(tmp_path, GOOD)))  # a hub id is left to the hub
+
+
+def test_cuda_on_a_cpu_only_torch_is_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    (tmp_path / "train.jsonl").write_text("")
+    path = _write(tmp_path, {**GOOD, "target": {"path": "some/target", "device": "cuda"}})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "target.device is 'cuda', but this torch build has no CUDA" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_set_overrides_are_typed(tmp_path):
@@ -42,6 +81,8 @@ def test_set_overrides_are_typed(tmp_path):
     ({"training": {"learning_rate": -1.0}}, "learning_rate must be positive"),
     ({"draft": {"aux_layer_ids": [1, 2]}}, "draft.aux_layer_ids must list three layers"),
     ({"training": {"step_decay": 1.5}}, r"step_decay must be in \(0, 1\]"),
+    ({"target": {"path": "t", "dtype": "bf16"}}, r"target.dtype: 'bf16' is not one of"),
+    ({"target": {"path": "t", "device": "gpu0"}}, r"target.device: 'gpu0' is not a device"),
 ])
 def test_bad_recipes_name_the_key(tmp_path, change, message):
     recipe = {k: dict(v) for k, v in GOOD.items()}

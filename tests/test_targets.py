@@ -89,9 +89,12 @@ def test_bad_aux_layer_ids(ids, message):
         draft_config_from_target(GptOssConfig(), aux_layer_ids=ids)
 
 
-def test_draft_vocab_larger_than_target_is_an_error():
-    with pytest.raises(DraftConfigError, match="draft_vocab_size .* exceeds the target vocab_size"):
-        draft_config_from_target(tiny_gpt_oss_config(), draft_vocab_size=10_000)
+def test_draft_vocab_larger_than_target_is_capped():
+    """A recipe written for a large target (32000) still runs against a 512-token one."""
+    assert draft_config_from_target(tiny_gpt_oss_config(), draft_vocab_size=10_000).draft_vocab_size == 512
+    assert draft_config_from_target(tiny_gpt_oss_config()).draft_vocab_size == 512
+    with pytest.raises(ValueError, match="positive integer"):
+        draft_config_from_target(tiny_gpt_oss_config(), draft_vocab_size=0)
 
 
 def test_tiny_build_draft_parameters():

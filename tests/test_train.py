@@ -110,7 +110,7 @@ def test_two_gloo_ranks_match_one_process(workspace):
     assert single.wait(timeout=300) == 0, single.stdout.read()
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", "29517", "-m", "draftsmith", "train", str(two), "--no-progress"],
+                          "--standalone", "-m", "draftsmith", "train", str(two), "--no-progress"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     a, b = read_metrics(workspace / "single"), read_metrics(workspace / "ddp")

@@ -1,4 +1,8 @@
-"""Atomic directory writes: a killed save never leaves a half directory that looks complete."""
+"""Atomic writes and refusing to overwrite: a killed save never leaves a half file or directory that looks complete.
+
+Every writer in draftsmith that produces a file or directory a later step trusts
+(checkpoints, vocabulary files, features, the demo) goes through these two functions.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def refuse_overwrite(directory: str | os.PathLike, overwrite: bool) -> None:
-    """Raise unless ``directory`` is absent or empty, or replacing it was asked for.
+def refuse_overwrite(path: str | os.PathLike, overwrite: bool) -> None:
+    """Raise unless ``path`` is absent or an empty directory, or replacing it was asked for.
 
     Called before long work too, so a full run is not wasted on an output it may not write.
     """
-    directory = Path(directory)
-    if not overwrite and directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise FileExistsError(f"{directory} exists and is not empty; refusing to replace it "
-                              f"(--overwrite / overwrite=True replaces it)")
+    path = Path(path)
+    if not overwrite and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        what = "is not empty" if path.is_dir() else "exists"
+        raise FileExistsError(f"{path} {what}; refusing to replace it (--overwrite / overwrite=True replaces it)")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging path that replaces ``path`` once the block succeeds (same rules as :func:`atomic_directory`)."""
+    path = Path(path)
+    refuse_overwrite(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(staging)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Draft checkpoints in the one layout SGLang and vLLM both load (DESIGN.md).
+"""Draft checkpoints in the one layout SGLang and vLLM both load (``docs/checkpoint-format.md``).
 
 ``config.json`` is a clean Llama config with the EAGLE-3 fields; ``model.safetensors``
 holds ``fc``, ``midlayer.*``, ``norm``, ``lm_head``, ``embed_tokens``, ``d2t`` and ``t2d``
@@ -214,7 +214,11 @@ def build_draft(
 def load_draft(
     directory: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> PretrainedDraft:
-    """Load an EAGLE-3 draft checkpoint (ours or another tool's in the SGLang/vLLM layout)."""
+    """Load an EAGLE-3 draft checkpoint (ours or another tool's in the SGLang/vLLM layout), in eval mode.
+
+    A training checkpoint (``OUTPUT/checkpoints/step-N``) loads too; it holds no input
+    embedding (a frozen copy of the target's), which is warned about.
+    """
     directory = Path(directory)
     config = draft_config_from_json(read_config(directory), str(directory / CONFIG_NAME))
     weights = {canonical_weight_name(k): v for k, v in read_weights(directory).items()}
@@ -249,4 +253,5 @@ def load_draft(
             expected[name].copy_(tensor)
     if "d2t" in mapping:  # a missing t2d is derived from d2t
         draft.set_vocab_mapping(mapping["d2t"], mapping.get("t2d"))
-    return draft.to(device=device, dtype=dtype) if dtype is not None else draft.to(device)
+    draft = draft.to(device=device, dtype=dtype) if dtype is not None else draft.to(device)
+    return draft.eval()  # for drafting and evaluation; a trainer calls .train() itself

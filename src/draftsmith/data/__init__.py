@@ -25,7 +25,7 @@ from draftsmith.data.readers import MissingExtraError, iter_conversations, load_
 from draftsmith.data.render import ChatTemplateError, Rendered, RenderConfig, check_chat_template, render_conversation
 from draftsmith.data.report import BadRecordError, DataReport
 from draftsmith.data.samples import Sample, pack, pad_batch, tokenize_conversation
-from draftsmith.data.vocab import VocabMapping, build_vocab_mapping, load_or_build_vocab, load_vocab_mapping, save_vocab_mapping
+from draftsmith.data.vocab import VocabFileMismatchError, VocabMapping, build_vocab_mapping, load_or_build_vocab, load_vocab_mapping, save_vocab_mapping
 
 __all__ = [
     "BadRecordError",
@@ -39,6 +39,7 @@ __all__ = [
     "RenderConfig",
     "Rendered",
     "Sample",
+    "VocabFileMismatchError",
     "VocabMapping",
     "build_dataset",
     "build_vocab_mapping",

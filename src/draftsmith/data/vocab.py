@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +25,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from draftsmith.atomic import atomic_file
 from draftsmith.data.dataset import DataConfig, iter_samples
 from draftsmith.data.fingerprint import data_fingerprint, tokenizer_fingerprint
 from draftsmith.data.readers import Source, iter_conversations
 from draftsmith.data.render import tokenizer_name
 from draftsmith.data.report import BadRecordError, DataReport
 from draftsmith.data.samples import Sample
+from draftsmith.vocab_mapping import VocabMappingError, capped_draft_vocab_size, check_mapping, mapping_from_target_ids, target_ids_from_d2t
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class VocabMapping:
 
     def target_ids(self) -> torch.Tensor:
         """Target id of each draft id."""
-        return torch.arange(self.draft_vocab_size) + self.d2t
+        return target_ids_from_d2t(self.d2t)
 
 
 class TokenCounts:
@@ -101,7 +101,7 @@ def select_draft_tokens(
     data follow by count, then the lowest remaining ids, so the size is always exact.
     """
     target_vocab_size = int(supervised.numel())
-    size = min(draft_vocab_size, target_vocab_size)
+    size = capped_draft_vocab_size(draft_vocab_size, target_vocab_size)
     chosen = sorted(set(always))
     if any(not 0 <= t < target_vocab_size for t in chosen):
         bad = [t for t in chosen if not 0 <= t < target_vocab_size]
@@ -123,29 +123,17 @@ def select_draft_tokens(
 
 
 def build_vocab_mapping(target_ids: list[int], target_vocab_size: int, metadata: Mapping[str, str] | None = None) -> VocabMapping:
-    """``d2t`` / ``t2d`` for the given ascending target ids."""
-    ids = torch.tensor(sorted(set(target_ids)), dtype=torch.long)
-    if ids.numel() != len(target_ids) or (ids.numel() and not 0 <= int(ids[0]) <= int(ids[-1]) < target_vocab_size):
-        raise ValueError(f"draft vocabulary must be distinct ids inside the target vocabulary of {target_vocab_size}")
-    t2d = torch.zeros(target_vocab_size, dtype=torch.bool)
-    t2d[ids] = True
-    return VocabMapping(ids - torch.arange(ids.numel()), t2d, dict(metadata or {}))
+    """``d2t`` / ``t2d`` for the given distinct target ids."""
+    d2t, t2d = mapping_from_target_ids(target_ids, target_vocab_size)
+    return VocabMapping(d2t, t2d, dict(metadata or {}))
 
 
-def save_vocab_mapping(path: str | Path, mapping: VocabMapping) -> Path:
+def save_vocab_mapping(path: str | Path, mapping: VocabMapping, *, overwrite: bool = True) -> Path:
     """Write ``d2t``, ``t2d`` and the metadata to a safetensors file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_file(path, overwrite=overwrite) as staging:
         save_file({"d2t": mapping.d2t.contiguous(), "t2d": mapping.t2d.contiguous()}, staging,
                   metadata={"format": FORMAT, **mapping.metadata})
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_vocab_mapping(path: str | Path, target_vocab_size: int | None = None) -> VocabMapping:
@@ -161,11 +149,9 @@ def load_vocab_mapping(path: str | Path, target_vocab_size: int | None = None) -
             d2t, t2d = handle.get_tensor("d2t"), handle.get_tensor("t2d")
     except SafetensorError as error:
         raise ValueError(f"{path} is not a draftsmith vocab file (not readable as safetensors: {error})") from error
-    mapping = VocabMapping(d2t, t2d, metadata)
     if d2t.dtype != torch.long or t2d.dtype != torch.bool:
         raise ValueError(f"{path}: d2t must be int64 and t2d bool, got {d2t.dtype} and {t2d.dtype}")
-    if not torch.equal(mapping.target_ids(), torch.nonzero(t2d).flatten()):
-        raise ValueError(f"{path}: d2t and t2d disagree about which target ids are in the draft vocabulary")
+    mapping = VocabMapping(*check_mapping(d2t, t2d, int(t2d.numel()), source=str(path)), metadata)
     if target_vocab_size is not None and mapping.target_vocab_size != target_vocab_size:
         raise ValueError(
             f"{path}: built for a target vocabulary of {mapping.target_vocab_size}, but the target has {target_vocab_size}"
@@ -185,6 +171,14 @@ def special_token_ids(tokenizer: Any, seen: torch.Tensor) -> set[int]:
     return ids
 
 
+class VocabFileMismatchError(ValueError):
+    """A vocabulary file the user named that was built for other data, another tokenizer or size."""
+
+
+_KEY_NAMES = {"tokenizer_fingerprint": "tokenizer", "data_fingerprint": "data files or data settings",
+              "requested_draft_vocab_size": "draft vocab size", "target_vocab_size": "target vocab size"}
+
+
 def load_or_build_vocab(
     path: str | Path,
     sources: Source | list[Source],
@@ -194,16 +188,25 @@ def load_or_build_vocab(
     config: DataConfig = DataConfig(),
     progress: bool = False,
     force: bool = False,
+    *,
+    rebuild_stale: bool = True,
+    rendered: tuple[list[Sample], DataReport] | None = None,
 ) -> tuple[VocabMapping, bool]:
     """Reuse the vocabulary at ``path`` if it was built from this tokenizer, data and settings; else build it.
 
     ``target_vocab_size`` is the target model's ``vocab_size`` (often larger than the
-    tokenizer); it defaults to ``len(tokenizer)``. Returns the mapping and whether it was
-    reused. A file at ``path`` that is not a draftsmith vocabulary is never overwritten.
+    tokenizer); it defaults to ``len(tokenizer)``, and caps ``draft_vocab_size``. Returns
+    the mapping and whether it was reused. A file at ``path`` that is not a draftsmith
+    vocabulary is never overwritten; with ``rebuild_stale=False`` (a file the user named,
+    not a cache) neither is a stale one: the error says what differs. ``rendered``: the
+    samples and report of ``sources`` when the caller already rendered them (counted
+    instead of rendering the data a second time).
     """
-    if isinstance(draft_vocab_size, bool) or not isinstance(draft_vocab_size, int) or draft_vocab_size < 1:
-        raise ValueError(f"draft vocab size must be a positive integer, got {draft_vocab_size!r}")
     target_vocab_size = len(tokenizer) if target_vocab_size is None else target_vocab_size
+    try:
+        draft_vocab_size = capped_draft_vocab_size(draft_vocab_size, target_vocab_size)
+    except VocabMappingError as error:
+        raise ValueError(str(error)) from None
     if len(tokenizer) > target_vocab_size:
         raise ValueError(
             f"tokenizer {tokenizer_name(tokenizer)!r} has {len(tokenizer)} tokens, more than the target vocabulary "
@@ -222,13 +225,26 @@ def load_or_build_vocab(
         if not changed:
             _check_cached_bad_share(path, cached.metadata, config.max_bad_fraction)
             return cached, True
+        if not rebuild_stale:
+            raise VocabFileMismatchError(f"{path} does not fit: {_differences(cached.metadata, key, changed)}; "
+                                         f"it is never overwritten (delete it, or name another file)")
         log.warning("%s is stale (%s changed); rebuilding the draft vocabulary", path, ", ".join(changed))
     elif path.exists():
         load_vocab_mapping(path)  # refuses to overwrite a file that is not a vocab file
-    mapping = build_vocab(sources, tokenizer, draft_vocab_size, target_vocab_size, config, progress)
+    mapping = build_vocab(sources, tokenizer, draft_vocab_size, target_vocab_size, config, progress, rendered)
     mapping.metadata.update(key)
     save_vocab_mapping(path, mapping)
     return mapping, False
+
+
+def _differences(stored: Mapping[str, str], wanted: Mapping[str, str], changed: list[str]) -> str:
+    parts = []
+    for key in changed:
+        if key in ("requested_draft_vocab_size", "target_vocab_size"):
+            parts.append(f"{_KEY_NAMES[key]} {stored.get(key)} in the file, {wanted[key]} now")
+        else:
+            parts.append(f"built from other {_KEY_NAMES[key]}")
+    return "; ".join(parts)
 
 
 def _check_cached_bad_share(path: Path, metadata: Mapping[str, str], max_bad_fraction: float) -> None:
@@ -250,17 +266,22 @@ def build_vocab(
     target_vocab_size: int,
     config: DataConfig = DataConfig(),
     progress: bool = False,
+    rendered: tuple[list[Sample], DataReport] | None = None,
 ) -> VocabMapping:
     """Count supervised tokens over the data and pick the draft vocabulary (no caching)."""
-    report = DataReport()
     counts = TokenCounts(target_vocab_size)
-    conversations = tqdm(
-        iter_conversations(sources, report), desc="counting tokens", unit="conv", disable=not progress
-    )
-    for sample in iter_samples(conversations, tokenizer, config, report):
+    if rendered is None:
+        report = DataReport()
+        conversations = tqdm(
+            iter_conversations(sources, report), desc="counting tokens", unit="conv", disable=not progress
+        )
+        samples: Iterable[Sample] = iter_samples(conversations, tokenizer, config, report)
+    else:
+        samples, report = rendered  # already reported by whoever rendered them
+    for sample in samples:
         counts.add(sample)
     counts.flush()
-    if report.bad or report.truncated or report.dropped_counts():
+    if rendered is None and (report.bad or report.truncated or report.dropped_counts()):
         log.warning("data report:\n%s", report.format())
     report.check(config.max_bad_fraction)
     total = int(counts.supervised.sum())

@@ -19,6 +19,20 @@ import math
 import torch
 
 
+def needs_document_mask(document_ids: torch.Tensor) -> bool:
+    """Whether a batch in document-id form (0 = padding, else a document id) needs an explicit mask.
+
+    Not when every row is a single document followed only by padding: causal attention alone
+    keeps its real tokens off the padding after them. Packed rows (two ids), padding before
+    real tokens, or anything else does. The draft and the target both decide with this.
+    """
+    ids = torch.as_tensor(document_ids)
+    real = ids != 0
+    one_document = ((ids == ids[..., :1]) | ~real).all()
+    padding_last = (real.int().diff(dim=-1) <= 0).all()
+    return not bool(one_document and padding_last)
+
+
 def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
     """Boolean ``[B, 1, T, T]`` visibility: causal, and keys only from the query's own document.
 

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from draftsmith.model.attention import document_mask, ttt_attention
+from draftsmith.model.attention import document_mask, needs_document_mask, ttt_attention
 from draftsmith.model.config import DraftConfig
 from draftsmith.model.rope import RotaryEmbedding, apply_rotary
+from draftsmith.vocab_mapping import check_mapping
 
 
 class RMSNorm(nn.Module):
@@ -103,24 +104,12 @@ class Eagle3Draft(nn.Module):
     def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor | None = None) -> None:
         """Install a draft↔target vocabulary mapping after checking it is consistent.
 
-        ``t2d`` follows from ``d2t``; when given (checkpoints store both) it must agree.
+        ``t2d`` follows from ``d2t``; when given (checkpoints store both) it must agree
+        (the rules: :mod:`draftsmith.vocab_mapping`).
         """
-        c = self.config
-        if d2t.shape != (c.draft_vocab_size,):
-            raise ValueError(f"vocab mapping shapes: d2t {tuple(d2t.shape)} does not match "
-                             f"draft_vocab_size {c.draft_vocab_size}")
-        target_ids = torch.arange(c.draft_vocab_size) + d2t.long().cpu()
-        if target_ids.min() < 0 or target_ids.max() >= c.vocab_size:
-            raise ValueError("d2t maps draft ids outside the target vocabulary")
-        if t2d is None:
-            t2d = torch.zeros(c.vocab_size, dtype=torch.bool)
-            t2d[target_ids] = True
-        if t2d.shape != (c.vocab_size,):
-            raise ValueError(f"vocab mapping shapes: t2d {tuple(t2d.shape)} does not match vocab_size {c.vocab_size}")
-        if not torch.equal(torch.sort(target_ids).values, torch.nonzero(t2d.cpu()).flatten()):
-            raise ValueError("d2t and t2d disagree about which target ids are in the draft vocabulary")
-        self.d2t.copy_(d2t.long())
-        self.t2d.copy_(t2d.bool())
+        d2t, t2d = check_mapping(d2t, t2d, self.config.vocab_size, self.config.draft_vocab_size)
+        self.d2t.copy_(d2t)
+        self.t2d.copy_(t2d)
 
     def steps(
         self,
@@ -143,7 +132,7 @@ class Eagle3Draft(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         visible = None
-        if attention_mask is not None and not _right_padded_single_document(attention_mask):
+        if attention_mask is not None and needs_document_mask(attention_mask):
             visible = document_mask(attention_mask)
         h = self.fc(aux_hidden_states.to(self.fc.weight.dtype))  # a bf16 target may feed an fp32 draft
         past: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -174,8 +163,3 @@ class Eagle3Draft(nn.Module):
         hidden = self.steps(input_ids, aux_hidden_states, steps, attention_mask, position_ids)
         return torch.stack([self.logits(h) for h in hidden])
 
-
-def _right_padded_single_document(mask: torch.Tensor) -> bool:
-    """True when every row is 1s followed by 0s: causal attention alone is then exact."""
-    ones = mask == 1
-    return bool(((mask == 0) | ones).all() and (ones.int().diff(dim=-1) <= 0).all())

@@ -23,8 +23,10 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from draftsmith.model.attention import document_mask, needs_document_mask
 from draftsmith.model.config import DraftConfig, default_aux_layer_ids, validate_aux_layer_ids
 from draftsmith.target.registry import TargetFamily, load_target_config, target_family
+from draftsmith.vocab_mapping import VocabMappingError, check_target_ids, target_ids_from_d2t
 
 DEFAULT_LOGITS_CHUNK = 512
 
@@ -72,9 +74,8 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
 
 
 def draft_token_ids_from_d2t(d2t: torch.Tensor) -> torch.Tensor:
-    """Target id of every draft id, in draft-id order: ``target_id = draft_id + d2t[draft_id]``."""
-    d2t = torch.as_tensor(d2t)
-    return torch.arange(d2t.numel(), device=d2t.device) + d2t.long().view(-1)
+    """Target id of every draft id, in draft-id order (:func:`draftsmith.vocab_mapping.target_ids_from_d2t`)."""
+    return target_ids_from_d2t(d2t)
 
 
 class TargetModel:
@@ -171,21 +172,10 @@ class TargetModel:
 
     def validate_draft_token_ids(self, draft_token_ids: torch.Tensor) -> torch.Tensor:
         """A 1-D int64 tensor of distinct target ids, on the target's device."""
-        ids = torch.as_tensor(draft_token_ids)
-        if ids.dim() != 1 or ids.numel() == 0 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise TargetMismatchError(
-                f"draft_token_ids must be a non-empty 1-D integer tensor, got {tuple(ids.shape)} {ids.dtype}"
-            )
-        ids = ids.long()
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= self.vocab_size:
-            bad = high if high >= self.vocab_size else low
-            raise TargetMismatchError(
-                f"draft vocabulary holds target id {bad}, outside the target vocab_size={self.vocab_size}"
-            )
-        if ids.unique().numel() != ids.numel():
-            raise TargetMismatchError("draft_token_ids repeats a target id; each draft id needs its own target id")
-        return ids.to(self.device)
+        try:
+            return check_target_ids(draft_token_ids, self.vocab_size).to(self.device)
+        except VocabMappingError as error:
+            raise TargetMismatchError(str(error)) from None
 
     def document_attention(self, document_ids: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor] | None:
         """The attention mask for a batch in document-id form (0 = padding, 1, 2, ... per document).
@@ -197,13 +187,11 @@ class TargetModel:
         every architecture (gpt-oss ignores ``position_ids`` when it builds its masks).
         """
         ids = torch.as_tensor(document_ids).to(self.device)
-        real = ids != 0
-        packed = ((ids != ids[:, :1]) & real).any() or (real.int().diff(dim=-1) > 0).any()
-        if not packed:
+        if not needs_document_mask(ids):
             return None
         T = ids.shape[-1]
         position = torch.arange(T, device=self.device)
-        visible = (position[None, :] <= position[:, None]) & (ids[:, :, None] == ids[:, None, :])
+        visible = document_mask(ids)[:, 0]
         dtype = self.model.dtype
 
         def additive(v: torch.Tensor) -> torch.Tensor:

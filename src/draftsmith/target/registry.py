@@ -16,8 +16,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from draftsmith.model.config import DraftConfig, DraftConfigError, default_aux_layer_ids
 from draftsmith.model.rope import config_head_dim, rope_parameters_from_config
-
-DEFAULT_DRAFT_VOCAB_SIZE = 32000
+from draftsmith.vocab_mapping import capped_draft_vocab_size
 
 
 class UnsupportedTargetError(ValueError):
@@ -106,7 +105,7 @@ def draft_config_from_target(
         num_key_value_heads=int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
         head_dim=config_head_dim(config),
         vocab_size=vocab,
-        draft_vocab_size=min(DEFAULT_DRAFT_VOCAB_SIZE, vocab) if draft_vocab_size is None else draft_vocab_size,
+        draft_vocab_size=capped_draft_vocab_size(draft_vocab_size, vocab),
         target_hidden_size=int(config.hidden_size),
         max_position_embeddings=int(config.max_position_embeddings),
         rope_parameters=rope_parameters_from_config(config),

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from draftsmith.atomic import atomic_file
 from draftsmith.checkpoint.engine import save_draft
 from draftsmith.data.fingerprint import samples_fingerprint
 from draftsmith.model.draft import Eagle3Draft
@@ -29,13 +30,14 @@ from draftsmith.target.capture import draft_token_ids_from_d2t
 from draftsmith.target.registry import load_target_config
 from draftsmith.train.batches import epoch_order, evaluation_batches, rank_micro_batches
 from draftsmith.train.distributed import DistContext, init_distributed, shutdown
-from draftsmith.train.features import FeatureSet, check_manifest, vocab_fingerprint
-from draftsmith.train.objective import StepStats, TokenBatch, step_weights, ttt_objective
-from draftsmith.train.recipe import Recipe
+from draftsmith.train.features import FeatureSet, check_manifest, read_manifest, vocab_fingerprint
+from draftsmith.train.objective import StepStats, TokenBatch, step_weights, trained_counts, ttt_objective
+from draftsmith.train.recipe import Recipe, check_inputs
 from draftsmith.train.setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
-                    load_warm_start, vocab_mapping)
-from draftsmith.train.state import (Progress, check_resumable, list_checkpoints, load_training_state, remove_stale_staging,
-                    save_training_state)
+                                    load_warm_start, vocab_mapping)
+from draftsmith.train.state import (Progress, check_resumable, list_checkpoints, load_training_state,
+                                    remove_stale_staging, save_training_state)
+from draftsmith.vocab_mapping import capped_draft_vocab_size
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,17 @@ class TTTModule(nn.Module):
         super().__init__()
         self.draft, self.steps, self.decay, self.context = draft, steps, decay, context
 
-    def forward(self, batch: TokenBatch, supervision) -> tuple[torch.Tensor, StepStats]:
-        return ttt_objective(self.draft, batch, supervision, self.steps, self.decay,
-                             reduce_counts=self.context.all_reduce_sum if self.context.enabled else None,
+    def forward(self, batch: TokenBatch, supervision, counts: torch.Tensor) -> tuple[torch.Tensor, StepStats]:
+        return ttt_objective(self.draft, batch, supervision, self.steps, self.decay, counts=counts,
                              world_size=self.context.world_size)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: how far it got, so the command can say how to continue."""
+
+    def __init__(self, step: int, last_checkpoint: int | None):
+        super().__init__(step)
+        self.step, self.last_checkpoint = step, last_checkpoint
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int, floor: float):
@@ -63,17 +72,44 @@ def cosine_schedule(total_steps: int, warmup_steps: int, floor: float):
     return factor
 
 
+_RUN_FILES = {"metrics.jsonl", "checkpoints", "tensorboard"}  # what a run writes before its first checkpoint
+
+
 def check_output_dir(output_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh run into an empty directory."""
+    """The checkpoint to resume from, or None for a run from step 0.
+
+    ``--resume`` on a run stopped before its first checkpoint starts it again from step 0
+    (its partial metrics are dropped), so an early Ctrl-C is never a dead end.
+    """
     if resume:
         checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            raise FileNotFoundError(f"{output_dir}: no checkpoint to resume from (checkpoints/step-*)")
-        return checkpoints[-1]
+        if checkpoints:
+            return checkpoints[-1]
+        foreign = sorted(set(p.name for p in output_dir.iterdir()) - _RUN_FILES) if output_dir.is_dir() else []
+        if foreign:
+            raise FileNotFoundError(f"{output_dir}: no checkpoint to resume from (checkpoints/step-*), and it holds "
+                                    f"files a run does not write ({', '.join(foreign[:3])})")
+        log.warning("%s has no checkpoint yet; starting the run again from step 0", output_dir)
+        return None
     if output_dir.exists() and any(output_dir.iterdir()):
         raise FileExistsError(f"{output_dir} is not empty; pass --resume to continue that run, or choose another "
                               f"training.output_dir")
     return None
+
+
+def adamw(draft: nn.Module, learning_rate: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: norms and other 1-D parameters are not decayed.
+
+    Decaying an RMSNorm gain pulls it toward 0, i.e. toward switching the layer's input
+    off; it is a scale, not a weight that overfits (the rule nanoGPT and most LLM trainers
+    follow). The fused kernel runs where the device has one (CUDA), the multi-tensor
+    (foreach) one elsewhere.
+    """
+    params = [p for p in draft.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate, **fast)
 
 
 class Supervisor:
@@ -94,6 +130,7 @@ class Trainer:
         self.recipe, self.cfg = recipe, recipe.training
         self.output_dir = Path(self.cfg.output_dir)
         self.resume_from = check_output_dir(self.output_dir, resume)
+        check_inputs(recipe)
         if self.cfg.tensorboard:
             _require_tensorboard()  # on every rank, before any collective can wait for a failed rank 0
         self.context = init_distributed(recipe.target.device)
@@ -103,6 +140,9 @@ class Trainer:
 
     def _build(self) -> None:
         recipe, device = self.recipe, self.context.device
+        if recipe.data.features is not None:  # the manifest is checked before anything is loaded
+            manifest = read_manifest(recipe.data.features)
+            self._check_manifest(manifest, None)
         warm = load_warm_start(recipe)
         if recipe.data.features is not None:
             self._build_offline(warm)
@@ -111,8 +151,10 @@ class Trainer:
             self.draft = build_run_draft(recipe, target_config, warm)  # aux ids checked before the data pass
             tokenizer = load_tokenizer(recipe)
             self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            self.train_samples, self.val_samples = build_samples(recipe, tokenizer, self.progress_bars)
-            d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, self.progress_bars)
+            data = build_samples(recipe, tokenizer, self.progress_bars)
+            self.train_samples, self.val_samples = data.train, data.validation
+            d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, self.progress_bars,
+                                     data.train_files)
             self.draft.set_vocab_mapping(d2t, t2d)
             target = load_target(recipe, self.draft, device)
             copy_target_embedding(self.draft, target.model.get_input_embeddings().weight.detach())
@@ -125,8 +167,7 @@ class Trainer:
             # d2t/t2d never change, so there are no buffers to broadcast before each forward.
             self.module = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        params = [p for p in self.draft.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        self.optimizer = adamw(self.draft, self.cfg.learning_rate, self.cfg.weight_decay, device)
         per_epoch = len(rank_micro_batches(list(range(len(self.train_samples))), self.cfg.micro_batch_size,
                                            self.context.world_size, 0, self.cfg.gradient_accumulation))
         self.steps_per_epoch = per_epoch // self.cfg.gradient_accumulation
@@ -145,18 +186,24 @@ class Trainer:
             self.progress = load_training_state(self.resume_from, self.draft, self.optimizer, self.scheduler)
             log.info("resumed from %s at step %d", self.resume_from, self.progress.step)
 
-    def _build_offline(self, warm: Eagle3Draft | None) -> None:
-        recipe, device = self.recipe, self.context.device
-        self.features = FeatureSet(recipe.data.features, "train", device)
-        manifest, source = self.features.manifest, str(Path(recipe.data.features) / "manifest.json")
+    def _check_manifest(self, manifest: dict[str, Any], warm: Eagle3Draft | None) -> None:
+        recipe = self.recipe
+        source = str(Path(recipe.data.features) / "manifest.json")
         check_manifest(manifest, {
             "target_path": recipe.target.path, "max_length": recipe.data.max_length, "pack": recipe.data.pack,
-            "supervise": recipe.data.supervise, "draft_vocab_size": None if warm else
-            min(recipe.draft.draft_vocab_size, manifest["target_config"]["vocab_size"]),
+            "supervise": recipe.data.supervise,
+            "draft_vocab_size": None if recipe.draft.init_from else capped_draft_vocab_size(
+                recipe.draft.draft_vocab_size, manifest["target_config"]["vocab_size"]),
             "aux_layer_ids": list(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
         }, source)
         if warm is not None:
             check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)
+
+    def _build_offline(self, warm: Eagle3Draft | None) -> None:
+        recipe, device = self.recipe, self.context.device
+        self.features = FeatureSet(recipe.data.features, "train", device)
+        manifest, source = self.features.manifest, str(Path(recipe.data.features) / "manifest.json")
+        self._check_manifest(manifest, warm)
         self.pad_id = manifest["pad_token_id"]
         self.train_samples = self.features.samples()
         validation = FeatureSet(recipe.data.features, "validation", device)
@@ -200,7 +247,7 @@ class Trainer:
 
     def run(self) -> Path:
         cfg, ctx, progress = self.cfg, self.context, self.progress
-        writer = _MetricsWriter(self.output_dir, cfg.tensorboard) if ctx.is_main else None
+        writer = _MetricsWriter(self.output_dir, cfg.tensorboard, progress.step) if ctx.is_main else None
         bar = tqdm(total=self.total_steps, initial=progress.step, desc="training", unit="step",
                    disable=not self.progress_bars)
         window, window_tokens, window_start = None, 0, time.perf_counter()
@@ -222,6 +269,10 @@ class Trainer:
                         metrics = self._window_metrics(window, window_tokens, elapsed)
                         if writer:
                             writer.write("train", progress.step, metrics)
+                            if not self.progress_bars:
+                                log.info("step %d/%d: loss %.4f, tau_sim %.2f, %.0f tokens/s, lr %.2e",
+                                         progress.step, self.total_steps, metrics["loss"], metrics["tau_sim"],
+                                         metrics["tokens_per_s"], metrics["lr"])
                         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tau=f"{metrics['tau_sim']:.2f}")
                         window, window_tokens, window_start = None, 0, time.perf_counter()
                     if cfg.eval_every and progress.step % cfg.eval_every == 0 and progress.step < self.total_steps:
@@ -244,15 +295,25 @@ class Trainer:
             shutdown(ctx)
 
     def _optimizer_step(self, group: list[list[int]]) -> tuple[StepStats, int]:
+        """One optimizer step over a group of micro-batches.
+
+        Every loss term is divided by the trained-slot count of the whole group on all
+        ranks, so micro-batch 4 x accumulation 2 takes the same step as 8 x 1. That needs
+        the counts before the first backward, hence the group's supervision (target
+        outputs) is gathered first and held until its micro-batch has run.
+        """
+        micro = [self._batch(indices, self.train_samples, self.train_supervisor) for indices in group]
+        counts = self.context.all_reduce_sum(sum(trained_counts(b, s, self.cfg.ttt_steps) for b, s in micro))
         total, tokens = None, 0
-        for k, indices in enumerate(group):
+        for k in range(len(micro)):
+            batch, supervision = micro[k]
+            micro[k] = None  # free each micro-batch's supervision once it has been used
             last = k == len(group) - 1
             sync = contextlib.nullcontext() if last or not self.context.enabled else self.module.no_sync()
-            batch, supervision = self._batch(indices, self.train_samples, self.train_supervisor)
             with sync:
                 with self._autocast():
-                    loss, stats = self.module(batch, supervision)
-                (loss / len(group)).backward()
+                    loss, stats = self.module(batch, supervision, counts)
+                loss.backward()
             total, tokens = (stats if total is None else total + stats), tokens + batch.real_tokens
         params = [p for p in self.draft.parameters() if p.requires_grad]
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
@@ -308,9 +369,16 @@ def _require_tensorboard() -> None:
 class _MetricsWriter:
     """Metrics as JSON lines (always) and TensorBoard scalars (when installed and asked for)."""
 
-    def __init__(self, output_dir: Path, tensorboard: bool):
+    def __init__(self, output_dir: Path, tensorboard: bool, step: int):
+        """Append to ``metrics.jsonl`` after dropping the lines of steps past ``step`` (where a resume restarts)."""
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.file = open(output_dir / "metrics.jsonl", "a")
+        path = output_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["step"] <= step]
+            with atomic_file(path, overwrite=True) as staging:
+                staging.write_text("".join(kept))
+        self.file = open(path, "a")
         self.tensorboard = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -331,5 +399,17 @@ class _MetricsWriter:
 
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
-    """Run a recipe to completion; returns the directory of the exported draft."""
-    return Trainer(recipe, resume=resume, progress=progress).run()
+    """Run a recipe to completion; returns the directory of the exported draft.
+
+    Ctrl-C raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) carrying the steps
+    done and the last checkpoint; ``resume=True`` continues from that checkpoint.
+    """
+    trainer = None
+    try:
+        trainer = Trainer(recipe, resume=resume, progress=progress)
+        return trainer.run()
+    except KeyboardInterrupt:
+        step = trainer.progress.step if trainer is not None else 0
+        checkpoints = list_checkpoints(recipe.training.output_dir)
+        last = int(checkpoints[-1].name.removeprefix("step-")) if checkpoints else None
+        raise TrainingInterrupted(step, last) from None

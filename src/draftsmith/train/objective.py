@@ -1,6 +1,6 @@
 """The TTT objective: soft cross-entropy per unroll step against the target's distribution.
 
-Alignment (DESIGN.md, Training objective). Tokens ``x_0 .. x_{T-1}``; the target gives,
+Alignment (``docs/token-alignment.md``). Tokens ``x_0 .. x_{T-1}``; the target gives,
 per position p, aux states and its next-token distribution (which predicts ``x_{p+1}``).
 At step 0, slot t holds the aux states at position t and the input token ``x_{t+1}``, and
 is supervised by the target distribution at position ``t + 1``; step j shifts tokens,
@@ -14,7 +14,6 @@ the draft vocabulary. Agreement metrics count out-of-vocabulary targets as misse
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from draftsmith.data import pad_batch
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import TargetOutputs
+from draftsmith.vocab_mapping import draft_to_target
 
 
 @dataclass
@@ -124,27 +124,33 @@ def _soft_cross_entropy(draft: Eagle3Draft, hidden: torch.Tensor, targets: torch
     return (ce.view(mask.shape) * mask).sum(), logits.detach().argmax(-1)
 
 
+def trained_counts(batch: TokenBatch, supervision: TargetOutputs, steps: int) -> torch.Tensor:
+    """Trained slots per step ``[steps]`` (fp32): what a step's loss is a mean over."""
+    return supervised_slots(batch, supervision, steps)[1].sum(dim=(1, 2)).float()
+
+
 def ttt_objective(
     draft: Eagle3Draft,
     batch: TokenBatch,
     supervision: TargetOutputs,
     steps: int,
     decay: float = 0.8,
-    reduce_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    counts: torch.Tensor | None = None,
     world_size: int = 1,
 ) -> tuple[torch.Tensor, StepStats]:
     """Weighted TTT loss for one batch, and its statistics.
 
-    Each step's loss is a mean over its trained slots. Under data parallelism
-    ``reduce_counts`` (an all-reduce sum) makes that mean global: each rank divides its
-    sum by the count over all ranks and multiplies by ``world_size``, so DDP's gradient
-    average equals the single-process gradient of the same global batch.
+    Each step's loss is a sum over its trained slots divided by ``counts[j]``: by default
+    this batch's own trained slots (a mean). A trainer that accumulates gradients passes
+    the counts of the whole optimizer step (every micro-batch, every rank, see
+    :func:`trained_counts`), so the summed gradients are those of one batch holding all
+    of them. Under data parallelism the loss is multiplied by ``world_size`` because DDP
+    averages gradients over ranks.
     """
     T = batch.input_ids.shape[1]
     valid, trained = supervised_slots(batch, supervision, steps)
-    counts = trained.sum(dim=(1, 2)).float()
-    if reduce_counts is not None:
-        counts = reduce_counts(counts)
+    if counts is None:
+        counts = trained.sum(dim=(1, 2)).float()
     weights = step_weights(steps, decay).to(counts.device) * world_size
     draft_inputs = F.pad(batch.input_ids[:, 1:], (0, 1))
     d2t = draft.d2t
@@ -166,7 +172,7 @@ def ttt_objective(
             step_sum, draft_ids = _soft_cross_entropy(*args)
         loss = loss + weights[j] * step_sum / counts[j].clamp(min=1)
         with torch.no_grad():
-            hits = (draft_ids + d2t[draft_ids]) == supervision.target_argmax[:, 1 + j:T - 1]
+            hits = draft_to_target(draft_ids, d2t) == supervision.target_argmax[:, 1 + j:T - 1]
             step_valid = valid[j, :, :n]
             chain_alive[:, :n] &= hits & step_valid
             chain_alive[:, n:] = False

@@ -21,10 +21,10 @@ def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, 
     refuse_overwrite(out, overwrite)
     device = torch.device(recipe.target.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(recipe)
-    train, validation = build_samples(recipe, tokenizer, progress)
+    data = build_samples(recipe, tokenizer, progress)
     target_config = load_target_config(recipe.target.path)
     warm = load_warm_start(recipe)
-    d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, progress)
+    d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, progress, data.train_files)
     draft = build_run_draft(recipe, target_config, warm)
     target = load_target(recipe, draft, device)
     manifest = {
@@ -35,6 +35,6 @@ def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, 
         "supervise": recipe.data.supervise,
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
     }
-    return write_features(out, {"train": train, "validation": validation}, target, d2t, t2d, manifest,
+    return write_features(out, {"train": data.train, "validation": data.validation}, target, d2t, t2d, manifest,
                           pad_token_id=manifest["pad_token_id"], micro_batch_size=recipe.training.micro_batch_size,
                           overwrite=overwrite, progress=progress)

@@ -4,6 +4,11 @@ A recipe names the target, the data, the draft and the training settings. Unknow
 and bad values are errors naming the file and the dotted key (``training.lr``), so a
 typo costs seconds, not the minutes it takes to load a 120B target. ``--set key=value``
 overrides are parsed as YAML scalars and validated the same way.
+
+Paths inside a recipe file are relative to that file, so a recipe runs the same from any
+working directory; ``--set`` values are relative to the working directory, as any
+command-line path. :func:`check_inputs` then checks that what the paths name exists (and
+that the device does), in a second, still cheap step before any model or data loads.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 
@@ -94,6 +100,12 @@ class Recipe:
         out.pop("source")
         return out
 
+
+_DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Recipe keys that name files or directories; the first three may also be hub ids.
+_HUB_OR_PATH = {("target", "path"), ("data", "tokenizer"), ("draft", "init_from")}
+_PATHS = _HUB_OR_PATH | {("data", "train"), ("data", "validation"), ("data", "features"), ("draft", "vocab_file"),
+                         ("training", "output_dir")}
 
 _POSITIVE = {"training.ttt_steps", "training.epochs", "training.micro_batch_size", "training.gradient_accumulation",
              "training.save_every", "training.keep_last", "training.log_every", "data.max_length",
@@ -186,7 +198,68 @@ def _validate(recipe: Recipe) -> Recipe:
         raise RecipeError(f"{src}: training.step_decay must be in (0, 1], got {training.step_decay}")
     if draft.aux_layer_ids is not None and len(draft.aux_layer_ids) != 3:
         raise RecipeError(f"{src}: draft.aux_layer_ids must list three layers, got {draft.aux_layer_ids}")
+    if recipe.target.dtype not in _DTYPES:
+        raise RecipeError(f"{src}: target.dtype: {recipe.target.dtype!r} is not one of {list(_DTYPES)}")
+    if recipe.target.device is not None:
+        try:
+            torch.device(recipe.target.device)
+        except (RuntimeError, ValueError):
+            raise RecipeError(f"{src}: target.device: {recipe.target.device!r} is not a device "
+                              f"(cpu, cuda, cuda:1, ...)") from None
     return recipe
+
+
+def _is_local(value: str, base: Path) -> bool:
+    """Whether a recipe value names a local path rather than a hub id like ``openai/gpt-oss-20b``.
+
+    Local: it exists, it is spelled as a path (absolute, ``./``, ``../``, ``~``), or its
+    first component exists (``demo/target`` next to a ``demo/`` directory).
+    """
+    if value.startswith((".", "/", "~")) or os.path.isabs(value):
+        return True
+    path = base / value
+    return path.exists() or (len(Path(value).parts) > 1 and (base / Path(value).parts[0]).exists())
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the path values of a recipe file absolute, relative to the file's directory."""
+    for section, key in _PATHS:
+        values = raw.get(section)
+        if not isinstance(values, dict) or not isinstance(values.get(key), (str, list)):
+            continue
+        value = values[key]
+        items = value if isinstance(value, list) else [value]
+        resolved = []
+        for item in items:
+            if isinstance(item, str) and ((section, key) not in _HUB_OR_PATH or _is_local(item, base)):
+                item = str((base / Path(item).expanduser()).resolve())
+            resolved.append(item)
+        values[key] = resolved if isinstance(value, list) else resolved[0]
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Everything a recipe names exists, and its device is there: checked before any model or data loads."""
+    src = recipe.source
+    device = recipe.target.device
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise RecipeError(f"{src}: target.device is {device!r}, but {why}; set target.device: cpu "
+                          f"(or install a CUDA build of torch)")
+    if recipe.data.features is not None:
+        if not Path(recipe.data.features).is_dir():
+            raise RecipeError(f"{src}: data.features: no such directory {recipe.data.features}")
+    else:
+        for key in ("train", "validation"):
+            for name in getattr(recipe.data, key):
+                if not Path(name).is_file():
+                    raise RecipeError(f"{src}: data.{key}: no such file {name}")
+        base = Path.cwd()
+        for key, value in (("target.path", recipe.target.path), ("data.tokenizer", recipe.data.tokenizer)):
+            if value is not None and _is_local(value, base) and not Path(value).expanduser().is_dir():
+                raise RecipeError(f"{src}: {key}: no such target directory {value}")
+    init_from = recipe.draft.init_from
+    if init_from is not None and _is_local(init_from, Path.cwd()) and not Path(init_from).expanduser().is_dir():
+        raise RecipeError(f"{src}: draft.init_from: no such draft directory {init_from}")
 
 
 def _apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -217,7 +290,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>", overrides: l
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
-    """Read and validate a YAML recipe (paths inside it are relative to the working directory)."""
+    """Read and validate a YAML recipe (paths inside it are relative to the recipe file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: recipe not found")
@@ -227,4 +300,6 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _resolve_paths(raw, path.resolve().parent)
     return recipe_from_dict(raw, str(path), overrides)

@@ -7,6 +7,7 @@ online training see the same samples, vocabulary and aux layers.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import hashlib
 import json
 import logging
@@ -18,11 +19,12 @@ import torch
 from transformers import AutoTokenizer, PretrainedConfig
 
 from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
-from draftsmith.data import DataConfig, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
+from draftsmith.data import DataConfig, DataReport, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import TargetLoadOptions, TargetModel
 from draftsmith.target.registry import draft_config_from_target
 from draftsmith.train.recipe import Recipe
+from draftsmith.vocab_mapping import capped_draft_vocab_size, same_mapping
 
 log = logging.getLogger(__name__)
 
@@ -42,44 +44,62 @@ def load_tokenizer(recipe: Recipe) -> Any:
     return AutoTokenizer.from_pretrained(source, trust_remote_code=recipe.target.trust_remote_code)
 
 
-def build_samples(recipe: Recipe, tokenizer: Any, progress: bool) -> tuple[list[Sample], list[Sample]]:
-    """Train and validation samples; without validation files, a seeded holdout of the train set."""
+@dataclass
+class RenderedData:
+    """The recipe's samples: all of ``data.train`` as rendered (for the vocabulary), then split."""
+
+    train_files: tuple[list[Sample], DataReport]
+    train: list[Sample]
+    validation: list[Sample]
+
+
+def build_samples(recipe: Recipe, tokenizer: Any, progress: bool) -> RenderedData:
+    """Train and validation samples; without validation files, a seeded holdout of the train set.
+
+    Each file is rendered (and its data report printed) once; the vocabulary is counted from
+    the same samples.
+    """
     config = data_config(recipe)
-    train, _ = build_dataset(recipe.data.train, tokenizer, config, progress=progress)
+    rendered = build_dataset(recipe.data.train, tokenizer, config, progress=progress)
+    train = rendered[0]
     if recipe.data.validation:
         validation, _ = build_dataset(recipe.data.validation, tokenizer, config, progress=progress)
-        return train, validation
+        return RenderedData(rendered, train, validation)
     held = int(len(train) * recipe.data.validation_fraction)
     if not held:
-        return train, []
+        return RenderedData(rendered, train, [])
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.training.seed)).tolist()
-    return [train[i] for i in order[held:]], [train[i] for i in order[:held]]
+    return RenderedData(rendered, [train[i] for i in order[held:]], [train[i] for i in order[:held]])
 
 
 def vocab_mapping(
-    recipe: Recipe, tokenizer: Any, target_vocab_size: int, warm: Eagle3Draft | None, progress: bool
+    recipe: Recipe, tokenizer: Any, target_vocab_size: int, warm: Eagle3Draft | None, progress: bool,
+    rendered: tuple[list[Sample], DataReport] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(d2t, t2d)``: the warm-start draft's own, else the most frequent supervised tokens of the data.
 
     With a warm start and an explicit ``draft.vocab_file`` the two must agree: training a
-    public draft on a different vocabulary would silently scramble its output layer.
+    public draft on a different vocabulary would silently scramble its output layer. An
+    explicit ``draft.vocab_file`` is created when missing but never replaced: one that was
+    built for other data or another size is an error saying what differs. Only the
+    default cache file rebuilds itself.
     """
     path = recipe.draft.vocab_file
     if warm is not None:
         if path is not None:
             mapping = load_vocab_mapping(path, target_vocab_size)
-            if not (torch.equal(mapping.d2t.cpu(), warm.d2t.cpu()) and torch.equal(mapping.t2d.cpu(), warm.t2d.cpu())):
+            if not same_mapping((mapping.d2t, mapping.t2d), (warm.d2t, warm.t2d)):
                 raise VocabMismatchError(
                     f"draft.vocab_file {path} maps {mapping.d2t.numel()} tokens differently from the warm-start "
                     f"draft {recipe.draft.init_from} ({warm.d2t.numel()} tokens); a warm start keeps its own "
                     f"vocabulary, so drop draft.vocab_file or start from scratch"
                 )
         return warm.d2t.clone(), warm.t2d.clone()
-    path = path or default_vocab_path(recipe)
-    size = min(recipe.draft.draft_vocab_size, target_vocab_size)
-    mapping, reused = load_or_build_vocab(path, recipe.data.train, tokenizer, size, target_vocab_size,
-                                          data_config(recipe), progress=progress)
-    log.info("draft vocabulary %s: %s", "reused" if reused else "built", path)
+    size = capped_draft_vocab_size(recipe.draft.draft_vocab_size, target_vocab_size)
+    mapping, reused = load_or_build_vocab(path or default_vocab_path(recipe), recipe.data.train, tokenizer, size,
+                                          target_vocab_size, data_config(recipe), progress=progress,
+                                          rebuild_stale=path is None, rendered=rendered)
+    log.info("draft vocabulary %s: %s", "reused" if reused else "built", path or default_vocab_path(recipe))
     return mapping.d2t, mapping.t2d
 
 

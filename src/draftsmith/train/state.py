@@ -2,7 +2,10 @@
 
 A checkpoint holds everything the next optimizer step depends on: draft weights,
 optimizer and scheduler state, every RNG, and the data position (epoch and batches
-consumed). It is written to a hidden staging directory and renamed into place, so a
+consumed). The weights are stored as a draft in the engine layout (``config.json`` +
+``model.safetensors``, without the frozen embedding, which the engines take from the
+target), so ``draftsmith inspect`` and ``draftsmith export`` read a mid-run checkpoint
+as they read a finished draft. It is written to a hidden staging directory and renamed into place, so a
 run killed mid-save leaves the previous checkpoint as the latest complete one. Only
 the last ``keep_last`` are kept.
 """
@@ -22,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from draftsmith.atomic import atomic_directory
+from draftsmith.checkpoint.engine import CONFIG_NAME, WEIGHTS_NAME, engine_config
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -90,7 +94,9 @@ def save_training_state(
     target = Path(output_dir) / "checkpoints" / checkpoint_name(progress.step)
     weights = {k: v.detach().contiguous().cpu() for k, v in draft.state_dict().items() if k not in FROZEN}
     with atomic_directory(target, overwrite=True) as staging:
-        save_file(weights, staging / "draft.safetensors")
+        save_file(weights, staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        (staging / CONFIG_NAME).write_text(json.dumps(engine_config(draft.config, draft.fc.weight.dtype), indent=2)
+                                           + "\n")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
                    staging / "optimizer.pt")
         (staging / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
@@ -126,7 +132,7 @@ def load_training_state(
 ) -> Progress:
     """Restore a checkpoint written by :func:`save_training_state` into live objects."""
     checkpoint = Path(checkpoint)
-    missing, unexpected = draft.load_state_dict(load_file(checkpoint / "draft.safetensors"), strict=False)
+    missing, unexpected = draft.load_state_dict(load_file(checkpoint / WEIGHTS_NAME), strict=False)
     if unexpected or set(missing) - set(FROZEN):
         raise ValueError(f"{checkpoint}: draft weights do not fit this draft (missing {sorted(missing)}, "
                          f"unexpected {sorted(unexpected)})")
