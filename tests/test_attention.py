@@ -73,3 +73,22 @@ def test_bf16_under_autocast_matches_fp32_reference():
     want = torch.autograd.grad(naive, leaves32, grad_out)
     for g, w in zip(got, want):
         assert (g.float() - w).abs().max() < 5e-2 * max(1.0, w.abs().max().item())
+
+
+@pytest.mark.parametrize("ids", [
+    [[1, 1, 1, 0], [1, 1, 0, 0]],  # one right-padded document per row
+    [[2, 2, 2, 0], [1, 1, 1, 1]],  # a lone document that is not numbered 1
+    [[1, 1, 2, 2], [1, 1, 1, 0]],  # packed
+    [[0, 1, 1, 1], [1, 1, 1, 1]],  # left padding
+    [[1, 0, 1, 0], [1, 1, 1, 1]],  # a hole
+    [[0, 0, 0, 0], [1, 1, 0, 0]],  # an all-padding row
+])
+def test_needs_document_mask_exactly_when_causal_attention_would_leak(ids):
+    """Brute force: a mask is needed iff some real query could see, causally, a key the mask hides."""
+    from draftsmith.model.attention import needs_document_mask
+
+    ids = torch.tensor(ids)
+    visible = document_mask(ids)[:, 0]
+    leaks = any(not visible[b, q, k] for b in range(ids.shape[0]) for q in range(ids.shape[1]) if ids[b, q] != 0
+                for k in range(q + 1))
+    assert needs_document_mask(ids) == leaks

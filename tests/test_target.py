@@ -176,3 +176,13 @@ def test_packed_documents_are_isolated_inside_the_target(kind, target_dirs):
                                                                   -1), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(final[0, start:stop], reference.hidden_states[-1][0], rtol=1e-5, atol=1e-5)
     assert target.document_attention(torch.tensor([[1] * 9, [1] * 6 + [0] * 3])) is None
+
+
+@pytest.mark.parametrize("ids", [[[2] * 6 + [0] * 3], [[1] * 4 + [2] * 5], [[0] * 2 + [1] * 7]])
+def test_the_target_masks_exactly_when_the_draft_does(ids, target_dirs):
+    """One rule (model.attention.needs_document_mask) decides for both; a lone document numbered 2 needs none."""
+    from draftsmith.model.attention import needs_document_mask
+
+    target = TargetModel.from_pretrained(target_dirs["llama"], (0, 1, 2), TargetLoadOptions(dtype="float32"))
+    ids = torch.tensor(ids)
+    assert (target.document_attention(ids) is not None) == needs_document_mask(ids)

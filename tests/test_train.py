@@ -214,3 +214,59 @@ def test_gradient_checkpointing_trains_the_same_weights(workspace):
         "max_steps": 2, "gradient_checkpointing": True})), progress=False)
     a, b = load_file(plain / "model.safetensors"), load_file(recomputed / "model.safetensors")
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_accumulation_equals_one_big_batch(workspace):
+    """Micro-batch 4 x accumulation 2 takes the same steps as 8 x 1: one normalization for the group."""
+    steps = {"max_steps": 4, "warmup_steps": 0}
+    small = train(load_recipe(write_recipe(workspace, "acc-4x2", training={
+        **steps, "micro_batch_size": 4, "gradient_accumulation": 2})), progress=False)
+    big = train(load_recipe(write_recipe(workspace, "acc-8x1", training={
+        **steps, "micro_batch_size": 8, "gradient_accumulation": 1})), progress=False)
+    a, b = load_file(small / "model.safetensors"), load_file(big / "model.safetensors")
+    # Adam's first steps move each weight by about +-lr (3e-3), so a wrong normalization shows up at that
+    # scale (per-micro-batch means were 6e-3 apart); fp32 summation order stays near 1e-5.
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=2e-5, msg=name)
+    first = read_metrics(workspace / "acc-4x2")[0]
+    assert first["loss"] == pytest.approx(read_metrics(workspace / "acc-8x1")[0]["loss"], rel=1e-5)
+
+
+def test_no_weight_decay_on_norms_and_other_1d_parameters():
+    from draftsmith import build_draft
+    from draftsmith.train.loop import adamw
+    from tiny_models import tiny_gpt_oss_config
+
+    draft = build_draft(tiny_gpt_oss_config(), draft_vocab_size=100)
+    before = {n: p.detach().clone() for n, p in draft.named_parameters()}
+    optimizer = adamw(draft, learning_rate=0.1, weight_decay=0.5, device=torch.device("cpu"))
+    for p in draft.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    optimizer.step()  # zero gradients: only weight decay moves a parameter
+    for name, p in draft.named_parameters():
+        if not p.requires_grad:
+            continue
+        expected = before[name] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[name]
+        assert torch.allclose(p, expected), name
+    assert any(p.dim() == 1 for p in draft.parameters())  # the norms exist and were left alone
+
+
+def test_an_oversized_draft_vocab_size_is_capped(workspace):
+    recipe = load_recipe(write_recipe(workspace, "big-vocab", training={"max_steps": 1}, draft={
+        "draft_vocab_size": 100_000, "vocab_file": str(workspace / "big-vocab.safetensors")}))
+    final = train(recipe, progress=False)
+    draft = load_draft(final)
+    assert draft.config.draft_vocab_size == draft.config.vocab_size == 512
+    assert bool(draft.t2d.all())
+
+
+def test_an_explicit_vocab_file_is_never_overwritten(workspace):
+    path = workspace / "mine.safetensors"
+    train(load_recipe(write_recipe(workspace, "mine-200", training={"max_steps": 1},
+                                   draft={"vocab_file": str(path)})), progress=False)
+    before = path.read_bytes()
+    recipe = load_recipe(write_recipe(workspace, "mine-100", training={"max_steps": 1},
+                                      draft={"vocab_file": str(path), "draft_vocab_size": 100}))
+    with pytest.raises(ValueError, match="draft vocab size 200 in the file, 100 now; it is never overwritten"):
+        Trainer(recipe)
+    assert path.read_bytes() == before
