@@ -47,6 +47,15 @@ def test_round_trip_gives_identical_logits(tmp_path, config_fn):
     assert loaded.config == draft.config
     assert torch.equal(_logits(draft), _logits(loaded))
     assert torch.equal(loaded.d2t, draft.d2t) and torch.equal(loaded.t2d, draft.t2d)
+    assert not loaded.training  # ready to draft or evaluate
+
+
+def test_stored_weight_names_reads_headers_only(tmp_path):
+    from draftsmith.checkpoint.engine import stored_weight_names
+
+    draft = _random_draft()
+    draft.save_pretrained(tmp_path / "draft")
+    assert stored_weight_names(tmp_path / "draft") == set(draft.state_dict())
 
 
 def test_saved_keys_and_dtypes(tmp_path):

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import GptOssConfig, GptOssForCausalLM, PreTrainedTokenizerFast
 
-from draftsmith.atomic import atomic_directory
+from draftsmith.atomic import atomic_directory, refuse_overwrite
 
 HARMONY_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|start|>", "<|end|>", "<|message|>", "<|channel|>",
                           "<|constrain|>", "<|return|>", "<|call|>"]
@@ -120,7 +120,7 @@ def demo_conversations(count: int, seed: int = 0) -> list[dict]:
 
 
 def tiny_gpt_oss_config(**overrides) -> GptOssConfig:
-    """DESIGN.md's tiny gpt-oss: vocab 512, hidden 64, 4 heads / 2 KV heads of 16, 4 layers (sliding/full,
+    """The tiny gpt-oss of the demo and the tests: vocab 512, hidden 64, 4 heads / 2 KV heads of 16, 4 layers (sliding/full,
     window 32), 4 experts top-2, YaRN factor 32 from 256 to 8192 positions."""
     values = dict(
         vocab_size=512, hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -135,10 +135,25 @@ def tiny_gpt_oss_config(**overrides) -> GptOssConfig:
 
 def train_demo_target(model: GptOssForCausalLM, sequences: list[list[int]], steps: int, seed: int = 0,
                       progress: bool = True) -> None:
-    """Plain next-token training, so the target has confident predictions for the draft to match."""
+    """Plain next-token training, so the target has confident predictions for the draft to match.
+
+    Deterministic kernels only: the MoE's multi-threaded scatter otherwise sums in a
+    different order each run, and the same seed would give different weights.
+    """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        _train_steps(model, sequences, steps, generator, optimizer, progress)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    model.eval()
+
+
+def _train_steps(model: GptOssForCausalLM, sequences: list[list[int]], steps: int, generator: torch.Generator,
+                 optimizer: torch.optim.Optimizer, progress: bool) -> None:
     for _ in tqdm(range(steps), desc="training the demo target", disable=not progress):
         picks = torch.randint(len(sequences), (8,), generator=generator).tolist()
         width = max(len(sequences[i]) for i in picks)
@@ -148,12 +163,16 @@ def train_demo_target(model: GptOssForCausalLM, sequences: list[list[int]], step
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.eval()
 
 
 def make_demo(directory: str | os.PathLike, *, records: int = 400, target_steps: int = 200, seed: int = 0,
               overwrite: bool = False, progress: bool = True) -> Path:
-    """Write ``target/`` (model + tokenizer) and ``train.jsonl`` into ``directory``, atomically."""
+    """Write ``target/`` (model + tokenizer) and ``train.jsonl`` into ``directory``, atomically.
+
+    An existing non-empty ``directory`` is refused before any work unless ``overwrite``. The
+    same seed gives the same tokenizer, data and target weights (on a given number of CPU threads).
+    """
+    refuse_overwrite(directory, overwrite)
     torch.manual_seed(seed)
     chats = demo_conversations(records, seed)
     corpus = [m["content"] for chat in chats for m in chat["messages"]] + [HARMONY_TEMPLATE]

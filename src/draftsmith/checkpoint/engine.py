@@ -182,6 +182,20 @@ def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def stored_weight_names(directory: str | os.PathLike) -> set[str]:
+    """The canonical names of the weights a checkpoint stores, read from file headers only."""
+    directory = Path(directory)
+    index = directory / f"{WEIGHTS_NAME}.index.json"
+    if index.is_file():
+        names = json.loads(index.read_text())["weight_map"]
+    elif (directory / WEIGHTS_NAME).is_file():
+        with safe_open(directory / WEIGHTS_NAME, framework="pt") as handle:
+            names = list(handle.keys())
+    else:
+        names = read_weights(directory)
+    return {canonical_weight_name(name) for name in names}
+
+
 def canonical_weight_name(name: str) -> str:
     """Our key for a weight name as other tools write it (``model.`` prefix, ``layers.0.``)."""
     name = name.removeprefix("model.")

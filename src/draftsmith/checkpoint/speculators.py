@@ -81,15 +81,20 @@ def export_speculators(
     verifier_architecture: str | None = None,
     speculative_tokens: int = 3,
     overwrite: bool = False,
+    include_embedding: bool = True,
 ) -> Path:
-    """Write ``draft`` in the speculators format (atomic; refuses to replace unless ``overwrite``)."""
+    """Write ``draft`` in the speculators format (atomic; refuses to replace unless ``overwrite``).
+
+    ``include_embedding=False`` leaves out ``embed_tokens`` (a training checkpoint holds
+    none; vLLM then uses the verifier's own input embedding, of which the draft's is a copy).
+    """
     config = speculators_config(
         draft, verifier, verifier_architecture=verifier_architecture, speculative_tokens=speculative_tokens
     )
     reduced_vocab = draft.config.draft_vocab_size < draft.config.vocab_size
     state = {}
     for name, tensor in draft.state_dict().items():
-        if name in ("d2t", "t2d") and not reduced_vocab:
+        if (name in ("d2t", "t2d") and not reduced_vocab) or (name == "embed_tokens.weight" and not include_embedding):
             continue
         if name.startswith("midlayer."):
             name = "layers.0." + name.removeprefix("midlayer.")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from draftsmith.demo import make_demo
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from draftsmith.demo import make_demo
+
     out = make_demo(args.directory, records=args.records, target_steps=args.target_steps, overwrite=args.overwrite)
     print(f"demo target and data in {out}; next: draftsmith train examples/tiny-gpt-oss.yaml")
     return 0

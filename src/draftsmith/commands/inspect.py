@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from draftsmith.checkpoint.inspect import inspect_checkpoint
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from draftsmith.checkpoint.inspect import inspect_checkpoint
+
     findings = inspect_checkpoint(args.directory, target=args.target)
     for finding in findings:
         print(finding)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from draftsmith.train.prepare import prepare
-from draftsmith.train.recipe import load_recipe
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from draftsmith.train.prepare import prepare
+    from draftsmith.train.recipe import load_recipe
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = prepare(load_recipe(args.recipe, args.overrides), args.out, overwrite=args.overwrite)
     print(f"features written to {out}")

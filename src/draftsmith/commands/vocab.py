@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from draftsmith.data import DataConfig, load_or_build_vocab
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--target-vocab-size", type=int,
         help="the target model's vocab_size (default: config.json next to the tokenizer, else the tokenizer's length)",
     )
-    parser.add_argument("--max-length", type=int, default=DataConfig.max_length, help="tokens per sample (default %(default)s)")
+    parser.add_argument("--max-length", type=int, help="tokens per sample (default: the data default, 4096)")
     parser.add_argument("--overlong", choices=("truncate", "drop"), default="truncate", help="over-long samples (default truncate)")
     parser.add_argument(
         "--channels", choices=("all", "final"), default="all",
@@ -42,10 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
+    from draftsmith.data import DataConfig, load_or_build_vocab
+
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=args.trust_remote_code)
     target_vocab_size, origin = _target_vocab_size(args, len(tokenizer))
     config = DataConfig(
-        max_length=args.max_length, overlong=args.overlong, channels=args.channels, max_bad_fraction=args.max_bad_fraction
+        max_length=args.max_length or DataConfig.max_length, overlong=args.overlong, channels=args.channels, max_bad_fraction=args.max_bad_fraction
     )
     mapping, reused = load_or_build_vocab(
         args.out, args.data, tokenizer, args.size, target_vocab_size, config, progress=True, force=args.force
