@@ -161,7 +161,7 @@ def target_config(a):
         vocab_size=a.vocab,
         num_hidden_layers=24,
         num_local_experts=4,
-        attention_bias=False,  # the draft has no biases (DESIGN.md); NeMo's draft reads this flag
+        attention_bias=False,  # the draft has no biases (docs/checkpoint-format.md); NeMo's draft reads this flag
     )
 
 

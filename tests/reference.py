@@ -45,7 +45,7 @@ def _rotate(x, cos, sin):
 
 
 def naive_draft_unroll(weights, config, rotary, input_ids, aux, steps, document_ids=None, position_ids=None):
-    """The EAGLE-3 draft of DESIGN.md written out step by step from a state dict.
+    """The EAGLE-3 draft (README, docs/checkpoint-format.md) written out step by step from a state dict.
 
     ``rotary(x, position_ids) -> (cos, sin)`` is the *target's* Hugging Face rotary class,
     so this also checks the draft rotates as the target does.
@@ -86,7 +86,7 @@ def naive_draft_unroll(weights, config, rotary, input_ids, aux, steps, document_
 
 
 def yarn_inv_freq_float64(head_dim, base, factor, original, beta_fast, beta_slow):
-    """DESIGN.md's YaRN formula (truncate = false) evaluated in float64 with math only."""
+    """The YaRN formula of docs/rope.md (truncate = false) evaluated in float64 with math only."""
     half = head_dim // 2
     low = half * math.log(original / (beta_fast * 2 * math.pi)) / math.log(base)
     high = half * math.log(original / (beta_slow * 2 * math.pi)) / math.log(base)

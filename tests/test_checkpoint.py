@@ -68,7 +68,7 @@ def test_saved_keys_and_dtypes(tmp_path):
 
 
 def test_engine_config_matches_design_for_gpt_oss_20b():
-    """DESIGN.md, Checkpoint format, field by field, for gpt-oss-20b (24 layers)."""
+    """docs/checkpoint-format.md, field by field, for gpt-oss-20b (24 layers)."""
     config = draft_config_from_target(GptOssConfig(num_hidden_layers=24, num_local_experts=32))
     got = engine_config(config, torch.bfloat16)
     yarn = {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096, "beta_fast": 32.0,

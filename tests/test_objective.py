@@ -1,6 +1,6 @@
 """The TTT objective's alignment, masks, weights and simulated τ, against an explicit loop.
 
-The reference below spells DESIGN.md's rule out slot by slot: at step j, slot t is
+The reference below spells the rule of docs/token-alignment.md out slot by slot: at step j, slot t is
 supervised by the target at position p = t + 1 + j (which predicts token p + 1), counts
 when token p + 1 is an assistant token of the slot's own document, and is trained on
 only when the target's argmax at p is in the draft vocabulary.

@@ -62,7 +62,7 @@ def test_batched_ragged_positions_match_target():
 
 
 def test_gpt_oss_yarn_against_float64_formula():
-    """DESIGN.md's formula in float64; the fp32 schedule may differ only by fp32 rounding."""
+    """The formula of docs/rope.md in float64; the fp32 schedule may differ only by fp32 rounding."""
     config = GptOssConfig()
     rotary = rotary_from_config(config)
     inv_freq64, concentration = yarn_inv_freq_float64(64, 150000.0, 32.0, 4096, 32.0, 1.0)

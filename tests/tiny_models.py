@@ -18,7 +18,7 @@ VOCAB = 512
 
 
 def tiny_gpt_oss_config(**overrides) -> GptOssConfig:
-    """DESIGN.md's tiny gpt-oss (the demo's target shape) with test token ids."""
+    """The tiny gpt-oss (the demo's target shape) with test token ids."""
     return demo.tiny_gpt_oss_config(**{"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, **overrides})
 
 

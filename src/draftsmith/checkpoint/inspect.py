@@ -1,6 +1,6 @@
 """Find the format slips that make SGLang or vLLM load an EAGLE-3 draft wrongly without a word.
 
-Each check reads the checkpoint as the engines do (DESIGN.md, Checkpoint format) and
+Each check reads the checkpoint as the engines do (``docs/checkpoint-format.md``) and
 reports one line per problem: ``error`` where an engine would run a different draft
 than was trained (or refuse it), ``warning`` where the checkpoint works but is fragile.
 It works on checkpoints written by any tool; nothing here trusts our own writer.

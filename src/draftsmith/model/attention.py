@@ -1,8 +1,7 @@
 """Lean TTT attention: block 0 through a fused kernel, the TTT diagonal merged by log-sum-exp.
 
 At unroll step j the query at slot t sees (a) the step-0 keys at slots <= t of its own
-document and (b) the keys that steps 1..j produced at slot t only (DESIGN.md, TTT
-attention). A naive implementation materializes ``[B, heads, T, T + j]`` scores; here
+document and (b) the keys that steps 1..j produced at slot t only (``docs/ttt-attention.md``). A naive implementation materializes ``[B, heads, T, T + j]`` scores; here
 block (a) runs through PyTorch's fused flash / memory-efficient attention, which returns
 its log-sum-exp, and the j diagonal scores (``[B, heads, T, j]``) are merged into it.
 

@@ -1,8 +1,9 @@
 """The EAGLE-3 draft: one Llama-style decoder layer fed by three target hidden states.
 
-Per step (DESIGN.md): ``h = fc(aux)`` at step 0; ``x = [input_layernorm(emb), hidden_norm(h)]``
-(width 2H); attention over q/k/v of x with the target's rotary; ``r = h + attn``;
-``h_next = r + mlp(post_attention_layernorm(r))``; ``logits = lm_head(norm(h_next))``.
+Per step (inputs lined up as in ``docs/token-alignment.md``): ``h = fc(aux)`` at step 0;
+``x = [input_layernorm(emb), hidden_norm(h)]`` (width 2H); attention over q/k/v of x with
+the target's rotary; ``r = h + attn``; ``h_next = r + mlp(post_attention_layernorm(r))``;
+``logits = lm_head(norm(h_next))``.
 No biases anywhere: SGLang builds q/k/v without them and would silently drop them.
 """
 

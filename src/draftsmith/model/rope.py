@@ -184,7 +184,7 @@ def inverse_frequencies(head_dim: int, rope_parameters: Mapping[str, Any]) -> tu
 
 
 def _yarn_inverse_frequencies(head_dim: int, p: Mapping[str, Any]) -> tuple[torch.Tensor, float]:
-    """YaRN (NTK-by-parts) frequencies; see DESIGN.md for the formula.
+    """YaRN (NTK-by-parts) frequencies; the formula is in ``docs/rope.md``.
 
     With ``truncate`` false the correction range keeps its fractional bounds; flooring
     them (the old default) moves some gpt-oss frequencies by up to 76%.
