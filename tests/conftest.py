@@ -3,3 +3,12 @@ from pathlib import Path
 
 # Test helpers (tiny models, tiny tokenizers, reference implementations) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own cache directory (the default draft-vocabulary cache lives there), so no
+    test reads what another wrote and none writes to the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))

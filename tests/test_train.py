@@ -97,8 +97,12 @@ def test_offline_refuses_mismatched_manifest(workspace):
                 progress=False)
     recipe = load_recipe(write_recipe(workspace, "mismatch", data={"features": str(workspace / "features"),
                                                                    "max_length": 64}))
-    with pytest.raises(ValueError, match="prepared with max_length=192, the recipe has 64"):
-        Trainer(recipe)
+    import draftsmith.train.loop as loop_module
+
+    with pytest.MonkeyPatch.context() as patch:  # the manifest is checked before the features load
+        patch.setattr(loop_module, "FeatureSet", lambda *a, **k: pytest.fail("loaded before checking"))
+        with pytest.raises(ValueError, match="prepared with max_length=192, the recipe has 64"):
+            Trainer(recipe)
 
 
 def test_two_gloo_ranks_match_one_process(workspace):
@@ -169,11 +173,15 @@ def test_warm_start_refuses_a_different_data_vocabulary(workspace):
             Trainer(recipe)
 
 
-def test_resume_refuses_a_changed_recipe(workspace):
+def test_resume_refuses_a_changed_recipe(workspace, monkeypatch):
+    import draftsmith.train.loop as loop_module
+
     path = write_recipe(workspace, "changed", training={"max_steps": 4, "save_every": 2})
     train(load_recipe(path), progress=False)
-    with pytest.raises(ValueError, match="different recipe.training.learning_rate"):
-        Trainer(load_recipe(path, ["training.learning_rate=1e-3"]), resume=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(loop_module, "load_tokenizer", lambda recipe: pytest.fail("loaded before checking"))
+        with pytest.raises(ValueError, match="different recipe.training.learning_rate"):
+            Trainer(load_recipe(path, ["training.learning_rate=1e-3"]), resume=True)
     (workspace / "changed" / "checkpoints" / ".step-00000009.tmp-dead").mkdir()
     trainer = Trainer(load_recipe(path, ["training.log_every=2"]), resume=True)  # cosmetic changes are fine
     assert trainer.progress.step == 4

@@ -134,6 +134,9 @@ class Trainer:
         if self.cfg.tensorboard:
             _require_tensorboard()  # on every rank, before any collective can wait for a failed rank 0
         self.context = init_distributed(recipe.target.device)
+        if self.resume_from is not None:  # a changed recipe is refused before anything loads
+            check_resumable(self.resume_from, {"recipe": _determining_settings(recipe),
+                                               "world_size": self.context.world_size}, only=("recipe", "world_size"))
         self.progress_bars = progress and self.context.is_main
         torch.manual_seed(self.cfg.seed)
         self._build()

@@ -10,7 +10,7 @@ import torch
 from draftsmith.atomic import refuse_overwrite
 from draftsmith.target.registry import load_target_config
 from draftsmith.train.features import write_features
-from draftsmith.train.recipe import Recipe
+from draftsmith.train.recipe import Recipe, check_inputs
 from draftsmith.train.setup import build_run_draft, build_samples, load_target, load_tokenizer, load_warm_start, vocab_mapping
 
 
@@ -19,6 +19,7 @@ def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, 
     if recipe.data.features is not None:
         raise ValueError(f"{recipe.source}: data.features is set; prepare reads the conversation files instead")
     refuse_overwrite(out, overwrite)
+    check_inputs(recipe)
     device = torch.device(recipe.target.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(recipe)
     data = build_samples(recipe, tokenizer, progress)

@@ -106,9 +106,15 @@ def save_training_state(
     return target
 
 
-def check_resumable(checkpoint: str | os.PathLike, run: dict[str, Any]) -> None:
-    """Refuse to resume when anything the run depends on changed since the checkpoint."""
+def check_resumable(checkpoint: str | os.PathLike, run: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
+    """Refuse to resume when anything the run depends on changed since the checkpoint.
+
+    ``only`` compares just those keys of ``run`` (the recipe and world size are known before
+    any data renders, the data fingerprints only after).
+    """
     saved = json.loads((Path(checkpoint) / RUN_FILE).read_text())
+    if only is not None:
+        saved, run = {k: saved.get(k) for k in only}, {k: run.get(k) for k in only}
     changed = sorted(_differences(saved, run))
     if changed:
         raise ResumeMismatchError(
