@@ -45,10 +45,14 @@ def _rotate(x, cos, sin):
 
 
 def naive_draft_unroll(weights, config, rotary, input_ids, aux, steps, document_ids=None, position_ids=None):
-    """The EAGLE-3 draft (README, docs/checkpoint-format.md) written out step by step from a state dict.
+    """The EAGLE-3 draft written out step by step from a state dict, with its architecture options.
 
     ``rotary(x, position_ids) -> (cos, sin)`` is the *target's* Hugging Face rotary class,
-    so this also checks the draft rotates as the target does.
+    so this also checks the draft rotates as the target does. The options follow vLLM's
+    llama_eagle3.py and speculators' Eagle3DraftModel: ``norm_before_fc`` norms the whole
+    concatenation with ``input_norm``, ``fc_norm`` each aux state with ``fc_norm.i``,
+    ``norm_before_residual`` makes the residual the normed h, ``norm_output`` carries the
+    normed state (and the lm_head reads it without a second norm).
     """
     w = {k: v.double() for k, v in weights.items() if v.is_floating_point()}
     c = config
@@ -57,13 +61,20 @@ def naive_draft_unroll(weights, config, rotary, input_ids, aux, steps, document_
     eps = c.rms_norm_eps
     if position_ids is None:
         position_ids = torch.arange(T).expand(B, T)
-    h = aux.double() @ w["fc.weight"].T
+    aux = aux.double()
+    if getattr(c, "norm_before_fc", False):
+        aux = _rms(aux, w["input_norm.weight"], eps)
+    if getattr(c, "fc_norm", False):
+        width = aux.shape[-1] // 3
+        aux = torch.cat([_rms(aux[..., i * width:(i + 1) * width], w[f"fc_norm.{i}.weight"], eps)
+                         for i in range(3)], -1)
+    h = aux @ w["fc.weight"].T
     keys, values, logits = [], [], []
     for j in range(steps):
         ids = torch.cat([input_ids[:, j:], torch.zeros(B, j, dtype=input_ids.dtype)], 1)
         emb = w["embed_tokens.weight"][ids]
-        x = torch.cat([_rms(emb, w["midlayer.input_layernorm.weight"], eps),
-                       _rms(h, w["midlayer.hidden_norm.weight"], eps)], -1)
+        normed_h = _rms(h, w["midlayer.hidden_norm.weight"], eps)
+        x = torch.cat([_rms(emb, w["midlayer.input_layernorm.weight"], eps), normed_h], -1)
         q = (x @ w["midlayer.self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
         k = (x @ w["midlayer.self_attn.k_proj.weight"].T).view(B, T, KV, D).transpose(1, 2)
         v = (x @ w["midlayer.self_attn.v_proj.weight"].T).view(B, T, KV, D).transpose(1, 2)
@@ -77,11 +88,15 @@ def naive_draft_unroll(weights, config, rotary, input_ids, aux, steps, document_
         diag_k = torch.stack(keys[1:], 3) if j else None
         diag_v = torch.stack(values[1:], 3) if j else None
         a = naive_ttt_attention(q, keys[0], values[0], diag_k, diag_v, document_ids)
-        r = h + a.transpose(1, 2).reshape(B, T, H * D) @ w["midlayer.self_attn.o_proj.weight"].T
+        residual = normed_h if getattr(c, "norm_before_residual", False) else h
+        r = residual + a.transpose(1, 2).reshape(B, T, H * D) @ w["midlayer.self_attn.o_proj.weight"].T
         m = _rms(r, w["midlayer.post_attention_layernorm.weight"], eps)
         m = (F.silu(m @ w["midlayer.mlp.gate_proj.weight"].T) * (m @ w["midlayer.mlp.up_proj.weight"].T))
         h = r + m @ w["midlayer.mlp.down_proj.weight"].T
-        logits.append(_rms(h, w["norm.weight"], eps) @ w["lm_head.weight"].T)
+        normed = _rms(h, w["norm.weight"], eps)
+        if getattr(c, "norm_output", False):
+            h = normed
+        logits.append(normed @ w["lm_head.weight"].T)
     return torch.stack(logits)
 
 

@@ -78,15 +78,16 @@ def test_engine_config_matches_design_for_gpt_oss_20b():
         "hidden_size": 2880, "intermediate_size": 17280, "num_attention_heads": 64, "num_key_value_heads": 8,
         "head_dim": 64, "hidden_act": "silu", "rms_norm_eps": 1e-5, "vocab_size": 201088,
         "draft_vocab_size": 32000, "target_hidden_size": 2880, "tie_word_embeddings": False,
-        "attention_bias": False, "mlp_bias": False, "norm_before_residual": False,
+        "attention_bias": False, "mlp_bias": False, "norm_before_residual": False, "norm_before_fc": False,
+        "fc_norm": False, "norm_output": False,
         "max_position_embeddings": 131072, "rope_theta": 150000.0, "rope_scaling": yarn,
         "rope_parameters": {"rope_theta": 150000.0, **yarn}, "torch_dtype": "bfloat16",
-        "eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 11, 20]},
-        "eagle_aux_hidden_state_layer_ids": [2, 12, 21],
+        # no engine aux ids: outputs of layers 1, 11, 20 are every engine's default (tests/test_aux_layers.py)
     }
     draftsmith_meta = got.pop("draftsmith")
     assert got == expected
     assert draftsmith_meta["target_model_type"] == "gpt_oss" and draftsmith_meta["target_num_hidden_layers"] == 24
+    assert draftsmith_meta["aux_hidden_state_indices"] == [2, 12, 21]
     for leftover in ("layer_types", "sliding_window", "quantization_config", "num_local_experts"):
         assert leftover not in got
 
@@ -128,14 +129,16 @@ def _rewrite(directory, rename=None, drop=(), config_update=None, config_drop=()
 def test_loads_other_tools_layouts(tmp_path):
     draft = _random_draft()
     want = _logits(draft)
-    # model.-prefixed and layers.0.* names, no t2d, no draftsmith metadata, SGLang ids only, legacy rope only
+    # model.-prefixed and layers.0.* names, no t2d, no draftsmith metadata, legacy rope only, and aux ids only
+    # nested as SGLang-era tools (SpecForge) write them: outputs of layers, a list that starts at 1
     d = tmp_path / "other"
     draft.save_pretrained(d)
     _rewrite(d, rename=lambda k: "model." + k.replace("midlayer.", "layers.0."), drop=("t2d",),
+             config_update={"eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 2, 3]}},
              config_drop=("draftsmith", "rope_parameters", "eagle_aux_hidden_state_layer_ids"))
     other = load_draft(d)
     assert torch.equal(_logits(other), want) and torch.equal(other.t2d, draft.t2d)
-    assert other.config.aux_layer_ids == draft.config.aux_layer_ids
+    assert other.config.aux_layer_ids == (1, 2, 3)
     # legacy pytorch_model.bin
     b = tmp_path / "bin"
     draft.save_pretrained(b)
@@ -150,7 +153,7 @@ def test_speculators_export(tmp_path):
     config = json.loads((tmp_path / "spec" / "config.json").read_text())
     assert "model_type" not in config  # a top-level model_type disables vLLM's speculators adapter
     assert config["speculators_model_type"] == "eagle3" and config["norm_before_residual"] is False
-    assert config["eagle_aux_hidden_state_layer_ids"] == [i + 1 for i in draft.config.aux_layer_ids]
+    assert config["eagle_aux_hidden_state_layer_ids"] == [i + 1 for i in draft.config.aux_layer_ids]  # hidden states
     assert config["speculators_config"]["verifier"] == {"name_or_path": "openai/gpt-oss-20b",
                                                         "architectures": ["GptOssForCausalLM"]}
     assert config["transformer_layer_config"]["rope_parameters"]["truncate"] is False

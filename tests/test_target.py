@@ -42,16 +42,16 @@ def _hf_reference(directory, input_ids, attention_mask):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_aux_hidden_states_equal_hf_hidden_states(kind, target_dirs):
-    # Out of order on purpose: the concatenation must follow the ids as given.
-    aux_ids = (2, 0, 1)
-    target = TargetModel.from_pretrained(target_dirs[kind], aux_ids, TargetLoadOptions(dtype="float32"))
+    # Out of order on purpose: the engines concatenate in ascending layer order whatever the order given.
+    target = TargetModel.from_pretrained(target_dirs[kind], (2, 0, 1), TargetLoadOptions(dtype="float32"))
     input_ids, attention_mask = _batch()
     aux, _ = target.capture_aux(input_ids, attention_mask)
 
     reference = _hf_reference(target_dirs[kind], input_ids, attention_mask).hidden_states
     hidden = target.hidden_size
     assert aux.shape == (2, 9, 3 * hidden)
-    for slot, k in enumerate(aux_ids):
+    assert target.aux_layer_ids == (0, 1, 2)
+    for slot, k in enumerate((0, 1, 2)):
         torch.testing.assert_close(aux[..., slot * hidden:(slot + 1) * hidden], reference[k + 1], rtol=0, atol=0)
 
 
@@ -119,8 +119,10 @@ def test_hooks_are_removed_after_use_and_after_errors(target_dirs):
 
 
 def test_aux_layer_ids_out_of_range_name_both_values(target_dirs):
-    with pytest.raises(DraftConfigError, match=r"\[3\] out of range for a target with 4 layers"):
-        TargetModel.from_pretrained(target_dirs["gpt_oss"], (0, 1, 3))
+    with pytest.raises(DraftConfigError, match=r"\[4\] out of range for a target with 4 layers \(valid: 0..3"):
+        TargetModel.from_pretrained(target_dirs["gpt_oss"], (0, 1, 4))
+    with pytest.raises(DraftConfigError, match=r"\[3\] out of range for a target with 4 layers \(valid: 0..2"):
+        TargetModel.from_pretrained(target_dirs["llama"], (0, 1, 3))
 
 
 def test_draft_vocab_outside_target_vocab_is_refused(target_dirs):

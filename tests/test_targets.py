@@ -80,7 +80,7 @@ def test_unknown_architecture_lists_supported():
     ([1, 2], "exactly three"),
     ([1, 2, 3, 4], "exactly three"),
     ([1, 1, 5], "distinct"),
-    ([1, 5, 35], r"\[35\] out of range for a target with 36 layers \(valid: 0..34"),
+    ([1, 5, 36], r"\[36\] out of range for a target with 36 layers \(valid: 0..35"),
     ([-1, 5, 9], r"\[-1\] out of range"),
     ([1.0, 5, 9], "integers"),
 ])
@@ -95,6 +95,16 @@ def test_draft_vocab_larger_than_target_is_capped():
     assert draft_config_from_target(tiny_gpt_oss_config()).draft_vocab_size == 512
     with pytest.raises(ValueError, match="positive integer"):
         draft_config_from_target(tiny_gpt_oss_config(), draft_vocab_size=0)
+
+
+def test_final_layer_output_only_where_every_engine_captures_it():
+    """gpt-oss: current vLLM and SGLang (#32334) capture the last layer's output; SGLang's Llama path cannot."""
+    assert draft_config_from_target(GptOssConfig(num_hidden_layers=24), aux_layer_ids=[23, 1, 11]).aux_layer_ids == (
+        1, 11, 23)
+    with pytest.raises(DraftConfigError, match=r"\[31\] out of range.*valid: 0..30.*last layer \(31\) is not "
+                                                r"capturable for this target family"):
+        draft_config_from_target(LlamaConfig(num_hidden_layers=32), aux_layer_ids=[1, 15, 31])
+
 
 
 def test_tiny_build_draft_parameters():

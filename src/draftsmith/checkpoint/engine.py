@@ -4,8 +4,8 @@
 holds ``fc``, ``midlayer.*``, ``norm``, ``lm_head``, ``embed_tokens``, ``d2t`` and ``t2d``
 without a ``model.`` prefix. Saving is atomic (a temporary directory renamed into place)
 and never replaces an existing checkpoint unless asked. Loading also accepts the same
-format written by other tools (SpecForge, speculators' ``layers.0.*`` names, legacy
-``pytorch_model.bin``), and refuses what the draft cannot represent instead of
+format written by other tools (SpecForge, NVIDIA's gpt-oss drafts with ``input_norm``,
+EAGLE-3.1 ``fc_norm``, speculators' ``layers.0.*`` names, legacy ``pytorch_model.bin``), and refuses what the draft cannot represent instead of
 silently dropping it, as the engines would.
 """
 
@@ -24,10 +24,12 @@ from safetensors.torch import save_file
 
 from draftsmith._version import __version__
 from draftsmith.atomic import atomic_directory
-from draftsmith.model.config import DraftConfig
+from draftsmith.checkpoint.engine_aux import (NESTED, RECORD, RECORD_FIELD, engine_id_fields, nested_flag,
+                                              trained_hidden_state_indices)
+from draftsmith.model.config import DraftConfig, from_hidden_state_indices
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.model.rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
-from draftsmith.target.registry import draft_config_from_target
+from draftsmith.target.registry import FAMILIES, draft_config_from_target
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 CONFIG_NAME = "config.json"
@@ -38,8 +40,18 @@ class CheckpointError(ValueError):
     """A draft checkpoint that is missing, unreadable or not an EAGLE-3 draft draftsmith can load."""
 
 
+VARIANTS = ("norm_before_fc", "fc_norm", "norm_output", "norm_before_residual")
+
+
 def engine_config(config: DraftConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """The config.json both engines read, from a draft config."""
+    """The config.json both engines read, from a draft config.
+
+    Aux states: our own record (``draftsmith.aux_hidden_state_indices``, hidden-state
+    indices) always; engine id fields only where the engines' default would be wrong
+    (:func:`draftsmith.checkpoint.engine_aux.engine_id_fields`). Architecture options are
+    written top level, and ``norm_before_fc`` also in ``eagle_config`` where NVIDIA's
+    gpt-oss drafts keep it and vLLM and SGLang look first.
+    """
     out: dict[str, Any] = {
         "architectures": [ARCHITECTURE],
         "model_type": "llama",
@@ -57,42 +69,59 @@ def engine_config(config: DraftConfig, dtype: torch.dtype = torch.float32) -> di
         "tie_word_embeddings": False,
         "attention_bias": False,
         "mlp_bias": False,
-        "norm_before_residual": False,
+        **{name: getattr(config, name) for name in VARIANTS},
         "max_position_embeddings": config.max_position_embeddings,
         **legacy_rope_fields(config.rope_parameters),
         "rope_parameters": dict(config.rope_parameters),
         "torch_dtype": str(dtype).removeprefix("torch."),
     }
-    if config.aux_layer_ids is not None:
-        out["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": list(config.aux_layer_ids)}
-        out["eagle_aux_hidden_state_layer_ids"] = [i + 1 for i in config.aux_layer_ids]
-    out["draftsmith"] = {
+    indices = config.aux_hidden_state_indices
+    if indices is not None:
+        out.update(engine_id_fields(indices, config.target_num_hidden_layers, config.target_model_type))
+    if config.norm_before_fc:
+        out.setdefault(NESTED, {})["norm_before_fc"] = True
+    out[RECORD] = {
         "version": __version__,
         "target_model_type": config.target_model_type,
         "target_num_hidden_layers": config.target_num_hidden_layers,
+        RECORD_FIELD: None if indices is None else list(indices),
     }
     return out
 
 
+def _target_model_type(raw: Mapping[str, Any]) -> str | None:
+    """The target family a config names: our record, else a speculators verifier architecture."""
+    meta = raw.get(RECORD) or {}
+    if meta.get("target_model_type"):
+        return meta["target_model_type"]
+    verifier = ((raw.get("speculators_config") or {}).get("verifier") or {}).get("architectures") or []
+    by_architecture = {family.architecture: family.model_type for family in FAMILIES.values()}
+    return next((by_architecture[a] for a in verifier if a in by_architecture), None)
+
+
 def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> DraftConfig:
-    """Read our config.json, SpecForge's, or a speculators one (``transformer_layer_config``)."""
+    """Read our config.json, SpecForge's, NVIDIA's / ModelOpt's, or a speculators one (``transformer_layer_config``).
+
+    The aux layers come from :func:`~draftsmith.checkpoint.engine_aux.trained_hidden_state_indices`;
+    architecture options from where the engines read them (speculators configs without
+    ``norm_before_residual`` mean true, as vLLM reads them).
+    """
     speculators = "speculators_config" in raw
     layer = raw.get("transformer_layer_config", {}) if speculators else raw
     if layer.get("num_hidden_layers", 1) != 1:
         raise CheckpointError(f"{source}: num_hidden_layers is {layer['num_hidden_layers']}; EAGLE-3 drafts have 1")
-    if raw.get("norm_before_residual", speculators):
-        raise CheckpointError(f"{source}: norm_before_residual drafts are not supported (the residual is un-normed h)")
     if layer.get("attention_bias") or layer.get("mlp_bias"):
         raise CheckpointError(f"{source}: attention/mlp biases are set; SGLang drops them, draftsmith refuses them")
     for key in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size", "max_position_embeddings"):
         if not layer.get(key):
             raise CheckpointError(f"{source}: missing {key}")
-    sglang_ids = (raw.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
-    vllm_ids = raw.get("eagle_aux_hidden_state_layer_ids")
-    if sglang_ids is None and vllm_ids is not None:
-        sglang_ids = [i - 1 for i in vllm_ids]
-    meta = raw.get("draftsmith") or {}
+    meta = raw.get(RECORD) or {}
+    model_type = _target_model_type(raw)
     try:
+        indices = trained_hidden_state_indices(raw, model_type)
+        variants = {name: nested_flag(raw, name) for name in VARIANTS}
+        if speculators and "norm_before_residual" not in raw:
+            variants["norm_before_residual"] = True
         return DraftConfig(
             hidden_size=layer["hidden_size"],
             intermediate_size=layer["intermediate_size"],
@@ -105,9 +134,10 @@ def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) ->
             max_position_embeddings=layer["max_position_embeddings"],
             rope_parameters=rope_parameters_from_config(layer),
             rms_norm_eps=float(layer.get("rms_norm_eps", 1e-6)),
-            aux_layer_ids=sglang_ids,
+            aux_layer_ids=None if indices is None else from_hidden_state_indices(indices),
             target_num_hidden_layers=meta.get("target_num_hidden_layers"),
-            target_model_type=meta.get("target_model_type"),
+            target_model_type=model_type,
+            **variants,
         )
     except ValueError as error:
         raise CheckpointError(f"{source}: {error}") from error
@@ -216,9 +246,9 @@ def build_draft(
     Args:
         target_config: the target's config object, its config.json as a dict, or its directory.
         draft_vocab_size: draft vocabulary size (default ``min(32000, target vocab)``).
-        aux_layer_ids: the three target layers whose outputs feed the draft, SGLang
-            convention (default ``[1, L//2 - 1, L - 4]``).
-        **overrides: other :class:`DraftConfig` sizes, e.g. ``intermediate_size``.
+        aux_layer_ids: aux layers k = outputs of target decoder layers k (0-based, before the
+            final norm), any order (default ``[1, L//2 - 1, L - 4]``, the engines' own).
+        **overrides: other :class:`DraftConfig` fields, e.g. ``intermediate_size`` or ``norm_before_fc=True``.
     """
     return PretrainedDraft(draft_config_from_target(
         target_config, draft_vocab_size=draft_vocab_size, aux_layer_ids=aux_layer_ids, **overrides

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from draftsmith.checkpoint.engine import ARCHITECTURE, canonical_weight_name, read_config, read_weights
+from draftsmith.checkpoint.engine_aux import RECORD, RECORD_FIELD, aux_verdicts
 from draftsmith.model.rope import RopeConfigError, rope_parameters_from_config
 from draftsmith.target.registry import load_target_config
 
@@ -123,6 +124,10 @@ def _rope_findings(cfg: Mapping[str, Any]) -> list[Finding]:
 
 
 def _aux_findings(cfg: Mapping[str, Any]) -> list[Finding]:
+    record = cfg.get(RECORD) or {}
+    if record.get(RECORD_FIELD) and record.get("target_num_hidden_layers"):
+        return [Finding(v.level, v.message) for v in aux_verdicts(cfg, record["target_num_hidden_layers"],
+                                                                  record.get("target_model_type"))]
     out: list[Finding] = []
     sglang = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
     vllm = cfg.get("eagle_aux_hidden_state_layer_ids")
@@ -203,7 +208,7 @@ def _target_findings(cfg: Mapping[str, Any], target: Any) -> list[Finding]:
                                         f"{draft_rope}, target {target_rope}"))
     layers = target_config.num_hidden_layers
     sglang = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or []
-    bad = [i for i in sglang if not 0 <= i <= layers - 2]
+    bad = [] if (cfg.get(RECORD) or {}).get(RECORD_FIELD) else [i for i in sglang if not 0 <= i <= layers - 2]
     if bad:
         out.append(Finding("error", f"aux layer ids {bad} cannot be captured from a {layers}-layer target "
                                     f"(valid 0..{layers - 2})"))

@@ -4,7 +4,7 @@ The engine layout of :mod:`draftsmith.checkpoint.engine` loads in both SGLang an
 one loads in vLLM (and the speculators library) only. Its quirks, each of which vLLM
 turns into a silent misconfiguration if wrong: no top-level ``model_type`` (that
 disables vLLM's speculators adapter), ``norm_before_residual`` written explicitly (vLLM
-assumes true when absent), aux ids at the top level in vLLM's convention, weights named
+assumes true when absent), aux ids at the top level as hidden-state indices, weights named
 ``layers.0.*``, and ``d2t``/``t2d`` only when the draft vocabulary is reduced.
 """
 
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from draftsmith.checkpoint.engine import write_checkpoint
+from draftsmith.checkpoint.engine import VARIANTS, write_checkpoint
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.model.rope import legacy_rope_fields
 from draftsmith.target.registry import FAMILIES
@@ -57,8 +57,8 @@ def speculators_config(
         "speculators_model_type": "eagle3",
         "draft_vocab_size": c.draft_vocab_size,
         "target_hidden_size": c.target_hidden_size,
-        "norm_before_residual": False,
-        "eagle_aux_hidden_state_layer_ids": [i + 1 for i in c.aux_layer_ids],
+        **{name: getattr(c, name) for name in VARIANTS},
+        "eagle_aux_hidden_state_layer_ids": list(c.aux_hidden_state_indices),
         "torch_dtype": str(draft.fc.weight.dtype).removeprefix("torch."),
         "speculators_config": {
             "algorithm": "eagle3",

@@ -5,6 +5,11 @@ Per step (inputs lined up as in ``docs/token-alignment.md``): ``h = fc(aux)`` at
 the target's rotary; ``r = h + attn``; ``h_next = r + mlp(post_attention_layernorm(r))``;
 ``logits = lm_head(norm(h_next))``.
 No biases anywhere: SGLang builds q/k/v without them and would silently drop them.
+
+Options of :class:`DraftConfig` change four places, as the engines implement them:
+``norm_before_fc`` / ``fc_norm`` norm the aux states before ``fc`` (:meth:`Eagle3Draft.project_aux`),
+``norm_before_residual`` makes the residual ``hidden_norm(h)``, and ``norm_output`` carries
+``norm(h_next)`` to the next step, which the lm_head then reads without a second norm.
 """
 
 from __future__ import annotations
@@ -76,11 +81,13 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(c)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.mlp = MLP(c)
+        self.norm_before_residual = c.norm_before_residual
 
     def forward(self, emb, h, cos, sin, past, visible):
-        x = torch.cat((self.input_layernorm(emb), self.hidden_norm(h)), dim=-1)
+        normed = self.hidden_norm(h)
+        x = torch.cat((self.input_layernorm(emb), normed), dim=-1)
         a, kv = self.self_attn(x, cos, sin, past, visible)
-        r = h + a
+        r = (normed if self.norm_before_residual else h) + a
         return r + self.mlp(self.post_attention_layernorm(r)), kv
 
 
@@ -93,6 +100,10 @@ class Eagle3Draft(nn.Module):
         self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
         self.embed_tokens.weight.requires_grad_(False)  # a frozen copy of the target's
         self.fc = nn.Linear(3 * c.target_hidden_size, c.hidden_size, bias=False)
+        if c.norm_before_fc:
+            self.input_norm = RMSNorm(3 * c.target_hidden_size, c.rms_norm_eps)
+        if c.fc_norm:
+            self.fc_norm = nn.ModuleList(RMSNorm(c.target_hidden_size, c.rms_norm_eps) for _ in range(3))
         self.midlayer = DecoderLayer(c)
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.draft_vocab_size, bias=False)
@@ -120,7 +131,7 @@ class Eagle3Draft(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield the hidden state ``h_next`` ``[B, T, H]`` of TTT steps 0..steps-1 (logits: :meth:`logits`).
+        """Yield the hidden state ``[B, T, H]`` each TTT step 0..steps-1 carries on (logits: :meth:`logits`).
 
         Hidden states rather than logits, so a caller can project only the slots it needs.
 
@@ -135,7 +146,7 @@ class Eagle3Draft(nn.Module):
         visible = None
         if attention_mask is not None and needs_document_mask(attention_mask):
             visible = document_mask(attention_mask)
-        h = self.fc(aux_hidden_states.to(self.fc.weight.dtype))  # a bf16 target may feed an fp32 draft
+        h = self.project_aux(aux_hidden_states)
         past: list[tuple[torch.Tensor, torch.Tensor]] = []
         for j in range(steps):
             ids = F.pad(input_ids[:, j:], (0, j)) if j else input_ids
@@ -145,12 +156,23 @@ class Eagle3Draft(nn.Module):
                 h, kv = checkpoint(self.midlayer, *args, use_reentrant=False)
             else:
                 h, kv = self.midlayer(*args)
+            if self.config.norm_output:
+                h = self.norm(h)
             past.append(kv)
             yield h
 
+    def project_aux(self, aux_hidden_states: torch.Tensor) -> torch.Tensor:
+        """``fc`` over the concatenated aux states ``[B, T, 3 * H_target]``, after the configured norms."""
+        aux = aux_hidden_states.to(self.fc.weight.dtype)  # a bf16 target may feed an fp32 draft
+        if self.config.norm_before_fc:
+            aux = self.input_norm(aux)
+        if self.config.fc_norm:
+            aux = torch.cat([norm(part) for norm, part in zip(self.fc_norm, aux.chunk(3, dim=-1))], dim=-1)
+        return self.fc(aux)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Draft-vocabulary logits of hidden states from :meth:`steps`."""
-        return self.lm_head(self.norm(hidden))
+        """Draft-vocabulary logits of hidden states from :meth:`steps` (already normed with ``norm_output``)."""
+        return self.lm_head(hidden if self.config.norm_output else self.norm(hidden))
 
     def unroll(
         self,

@@ -57,7 +57,7 @@ class TargetOutputs:
     (draft id j) after renormalizing over the draft vocabulary.
     """
 
-    aux_hidden_states: torch.Tensor  # [B, T, 3 * H], model dtype, in aux-id order
+    aux_hidden_states: torch.Tensor  # [B, T, 3 * H], model dtype, in ascending layer order
     target_probs: torch.Tensor  # [B, T, draft_vocab], fp32
     in_draft_vocab: torch.Tensor  # [B, T], bool
     target_argmax: torch.Tensor  # [B, T], int64 target ids
@@ -81,9 +81,11 @@ def draft_token_ids_from_d2t(d2t: torch.Tensor) -> torch.Tensor:
 class TargetModel:
     """A frozen Hugging Face causal LM with forward hooks on its aux layers.
 
-    ``aux_layer_ids`` follow SGLang's convention: index k captures the *output* of decoder
-    layer k, which is Hugging Face's ``hidden_states[k + 1]`` (valid ids stop before the
-    last layer, see :func:`draftsmith.model.config.validate_aux_layer_ids`).
+    Aux layer k is the output of decoder layer k (hidden-state index k + 1), before the
+    final norm, as the engines capture it (see :mod:`draftsmith.model.config`). The states
+    are concatenated in ascending layer order, as the engines concatenate them, whatever
+    order the ids are given in. The last layer's output is accepted only for families whose
+    engines can all capture it (:attr:`TargetFamily.final_layer_capturable`).
     """
 
     def __init__(self, model: PreTrainedModel, aux_layer_ids: Sequence[int] | None = None,
@@ -98,7 +100,8 @@ class TargetModel:
                 f"num_hidden_layers={num_layers}"
             )
         ids = default_aux_layer_ids(num_layers) if aux_layer_ids is None else aux_layer_ids
-        self.aux_layer_ids: tuple[int, int, int] = validate_aux_layer_ids(ids, num_layers)
+        self.aux_layer_ids: tuple[int, int, int] = validate_aux_layer_ids(
+            ids, num_layers, final_layer=self.family.final_layer_capturable)
         if logits_chunk < 1:
             raise ValueError(f"logits_chunk must be a positive number of positions, got {logits_chunk}")
         self.logits_chunk = logits_chunk

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-from draftsmith.model.config import DraftConfig, DraftConfigError, default_aux_layer_ids
+from draftsmith.model.config import DraftConfig, DraftConfigError, default_aux_layer_ids, validate_aux_layer_ids
 from draftsmith.model.rope import config_head_dim, rope_parameters_from_config
 from draftsmith.vocab_mapping import capped_draft_vocab_size
 
@@ -34,18 +34,24 @@ def _moe_mlp_width(config: PretrainedConfig) -> int:
 
 @dataclass(frozen=True)
 class TargetFamily:
-    """How draftsmith treats one Hugging Face ``model_type``."""
+    """How draftsmith treats one Hugging Face ``model_type``.
+
+    ``final_layer_capturable``: whether every current engine can feed the draft the output
+    of the target's last decoder layer. Current vLLM can for every family; SGLang's
+    capture runs before each layer, so it can only for gpt-oss (since sglang #32334).
+    """
 
     model_type: str
     architecture: str
     mlp_width: Callable[[PretrainedConfig], int]
     layers_path: str = "model.layers"
+    final_layer_capturable: bool = False
 
 
 FAMILIES: dict[str, TargetFamily] = {
     family.model_type: family
     for family in (
-        TargetFamily("gpt_oss", "GptOssForCausalLM", _moe_mlp_width),
+        TargetFamily("gpt_oss", "GptOssForCausalLM", _moe_mlp_width, final_layer_capturable=True),
         TargetFamily("llama", "LlamaForCausalLM", _dense_mlp_width),
         TargetFamily("mistral", "MistralForCausalLM", _dense_mlp_width),
         TargetFamily("qwen2", "Qwen2ForCausalLM", _dense_mlp_width),
@@ -110,7 +116,8 @@ def draft_config_from_target(
         max_position_embeddings=int(config.max_position_embeddings),
         rope_parameters=rope_parameters_from_config(config),
         rms_norm_eps=float(config.rms_norm_eps),
-        aux_layer_ids=default_aux_layer_ids(num_layers) if aux_layer_ids is None else aux_layer_ids,
+        aux_layer_ids=default_aux_layer_ids(num_layers) if aux_layer_ids is None else validate_aux_layer_ids(
+            aux_layer_ids, num_layers, final_layer=family.final_layer_capturable),
         target_num_hidden_layers=num_layers,
         target_model_type=config.model_type,
     )

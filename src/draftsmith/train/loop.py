@@ -197,7 +197,7 @@ class Trainer:
             "supervise": recipe.data.supervise,
             "draft_vocab_size": None if recipe.draft.init_from else capped_draft_vocab_size(
                 recipe.draft.draft_vocab_size, manifest["target_config"]["vocab_size"]),
-            "aux_layer_ids": list(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
+            "aux_layer_ids": sorted(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
         }, source)
         if warm is not None:
             check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)

@@ -59,8 +59,11 @@ class DraftSection:
     init_from: str | None = None  # warm start from an existing EAGLE-3 draft checkpoint
     draft_vocab_size: int = 32000
     vocab_file: str | None = None  # default: ~/.cache/draftsmith/vocab/, validated by tokenizer + data fingerprints
-    aux_layer_ids: list[int] | None = None
+    aux_layer_ids: list[int] | None = None  # aux layer k = output of target decoder layer k; any order
     intermediate_size: int | None = None
+    norm_before_fc: bool = False  # architecture options of a fresh draft (see DraftConfig)
+    fc_norm: bool = False
+    norm_output: bool = False
 
 
 @dataclass

@@ -119,19 +119,24 @@ def build_run_draft(
 ) -> Eagle3Draft:
     """The draft to train: the warm start, or a fresh one derived from the target.
 
-    Aux layer ids are checked against the target here, before any pass over the data. A
-    warm-start draft whose config names no aux layers (some tools omit them) adopts the
-    recipe's or the target's default ones, so the exported draft names them for the engines.
+    Aux layer ids are checked against the target here, before any pass over the data, and
+    kept in ascending order, the order every engine concatenates them in. A warm-start
+    draft whose config names no aux layers (some tools omit them) adopts the recipe's or
+    the target's default ones, so the exported draft names them for the engines; its
+    architecture options (``norm_before_fc`` ...) are its own and the recipe's are ignored.
     """
+    d = recipe.draft
+    options = {name: getattr(d, name) for name in ("norm_before_fc", "fc_norm", "norm_output") if getattr(d, name)}
+    if d.intermediate_size:
+        options["intermediate_size"] = d.intermediate_size
     fresh = draft_config_from_target(
-        target_config, draft_vocab_size=recipe.draft.draft_vocab_size, aux_layer_ids=recipe.draft.aux_layer_ids,
-        **({"intermediate_size": recipe.draft.intermediate_size} if recipe.draft.intermediate_size else {}))
+        target_config, draft_vocab_size=d.draft_vocab_size, aux_layer_ids=d.aux_layer_ids, **options)
     if warm is None:
         return PretrainedDraft(fresh)
     own = warm.config.aux_layer_ids
-    if own is not None and recipe.draft.aux_layer_ids is not None and tuple(recipe.draft.aux_layer_ids) != own:
-        raise ValueError(f"draft.aux_layer_ids {recipe.draft.aux_layer_ids} differ from the warm-start draft's "
-                         f"{list(own)} ({recipe.draft.init_from})")
+    if own is not None and d.aux_layer_ids is not None and fresh.aux_layer_ids != own:
+        raise ValueError(f"draft.aux_layer_ids {d.aux_layer_ids} differ from the warm-start draft's "
+                         f"{list(own)} ({d.init_from})")
     warm.config = dataclasses.replace(
         warm.config, aux_layer_ids=own or fresh.aux_layer_ids,
         target_num_hidden_layers=fresh.target_num_hidden_layers, target_model_type=fresh.target_model_type)
