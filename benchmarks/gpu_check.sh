@@ -152,7 +152,7 @@ maybe_parallel cuda_tests 120 run_cuda_tests
 run_demo() {
     local device=cuda records=400 target_steps=200 steps=()
     if [ "$DRY_RUN" = 1 ]; then
-        device=cpu records=24 target_steps=2 steps=(--set training.max_steps=1 --set training.micro_batch_size=4)
+        device=cpu records=24 target_steps=0 steps=(--set training.max_steps=1 --set training.micro_batch_size=4)
     fi
     "$PYTHON" -m draftsmith demo "$WORK/demo" --records $records --target-steps $target_steps || return 1
     "$PYTHON" -m draftsmith train examples/tiny-gpt-oss.yaml --no-progress \
