@@ -7,6 +7,12 @@ so 8,192 tokens fit this machine: head_dim 64, GQA 8:1, the YaRN rotary of a ``G
 MLP 6 x hidden, a small draft vocabulary (every size is a flag).
 
     python benchmarks/ttt_step.py [--lengths 512 1024 2048 4096 8192] [--steps 7] [--repeats 3]
+                                  [--dtype fp32|bf16] [--shape gpt-oss|attention] [--device cpu|cuda]
+
+``--shape attention`` is an attention-heavy draft (hidden 256, 16 heads / 2 KV heads of 64,
+MLP 768, draft vocab 2000), where at 4,096 tokens attention is ~2/3 of the step's FLOPs
+instead of ~1/5. ``--dtype bf16`` runs the step under ``torch.autocast`` in bfloat16 (weights,
+gradients and AdamW state stay fp32), as ``training.bf16`` does.
 
 Implementations, each in a fresh subprocess per sequence length:
 - ``lean``: draftsmith as shipped (fused attention kernel for block 0, LSE-merged diagonal).
@@ -17,6 +23,27 @@ Implementations, each in a fresh subprocess per sequence length:
 - ``nemo``: NeMo AutoModel's ``Eagle3TrainerModule`` over its ``GptOssEagle3DraftModel``,
   built from the same ``GptOssConfig`` and fed the same supervision (its offline path:
   ``target_probs`` + ``position_mask``), when ``nemo_automodel`` is importable.
+
+Model FLOPs utilization (MFU) = model FLOPs per token x tokens/s / the machine's matmul peak.
+The peak is measured in the same run, same dtype and thread count: the best rate of square
+``torch.mm`` (CPU: n = 1024, 2048; CUDA: 4096, 8192; CUDA fp32 without TF32, torch's default).
+Model FLOPs count the matmuls the step must do, 2 per multiply-add, and nothing recomputed
+(checkpointing, the loss's lm_head recompute), nor norms, softmax, cross-entropy or AdamW.
+With hidden H, query heads Hq and KV heads Hkv of size D, MLP width I, draft vocab V, TTT-k,
+T tokens per row and B rows:
+
+- layer linears per token and step: q/k/v from the 2H-wide input, o, gate/up/down:
+  ``L = 2*2H*Hq*D + 2*2*2H*Hkv*D + 2*Hq*D*H + 3*2*H*I``; forward, input grad and weight grad: ``3L``,
+  k times: ``3kL``;
+- fc (3H -> H, step 0 only; its input needs no gradient): ``2*2*3H*H``;
+- lm_head on the ``T-2-j`` supervised slots of step j: ``3*2*H*V`` each;
+- attention at step j: query t sees the ``t+1`` step-0 keys before it (``T(T+1)/2`` pairs per
+  row and head) and ``j`` diagonal keys; ``4D`` FLOPs per (query head, key) for ``QK^T`` and
+  ``PV`` forward, 3x that with backward (the kernel's recomputation of ``QK^T`` not counted):
+  ``3*4*D*Hq*(T(T+1)/2 + T*j)`` per row.
+
+Per token is the step's total / (B*T); at 4,096 tokens the default shape does ~0.50 GFLOP per
+token (matmul 0.41, attention 0.09).
 
 Peak memory is what the step adds on top of the built model, optimizer and inputs: on CPU
 the process's resident-set high-water mark (``VmHWM``, reset through
@@ -165,12 +192,56 @@ def target_config(a):
     )
 
 
+SHAPES = {  # sizes a --shape fills in (each size flag overrides its own)
+    "gpt-oss": dict(hidden=512, heads=8, kv_heads=1, head_dim=64, intermediate=3072, draft_vocab=8000),
+    "attention": dict(hidden=256, heads=16, kv_heads=2, head_dim=64, intermediate=768, draft_vocab=2000),
+}
+
+
+def step_flops(a, T: int) -> tuple[float, float]:
+    """Model FLOPs of one training step on ``a.batch`` rows of ``T`` tokens: ``(matmul, attention)``.
+
+    The formula is the module docstring's (and docs/benchmarks.md's).
+    """
+    H, Hq, KV, D, I, V, B, k = a.hidden, a.heads, a.kv_heads, a.head_dim, a.intermediate, a.draft_vocab, a.batch, a.steps
+    layer = 2 * 2 * H * Hq * D + 2 * 2 * 2 * H * KV * D + 2 * Hq * D * H + 3 * 2 * H * I
+    matmul = B * T * (3 * k * layer + 2 * 2 * 3 * H * H)
+    matmul += sum(B * max(T - 2 - j, 0) * 3 * 2 * H * V for j in range(k))
+    attention = sum(B * 3 * 4 * D * Hq * (T * (T + 1) / 2 + T * j) for j in range(k))
+    return float(matmul), float(attention)
+
+
+def matmul_peak(device, dtype, seconds: float) -> tuple[float, str]:
+    """Best FLOP/s of square ``torch.mm`` in ``dtype`` on ``device`` within about ``seconds``."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sizes, reps = ((4096, 8192), 10) if device.type == "cuda" else ((1024, 2048), 1)
+    best, best_n = 0.0, 0
+    for n in sizes:
+        x, y = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+        out = torch.mm(x, y)
+        deadline = time.perf_counter() + seconds / len(sizes)
+        for i in range(1000):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(x, y, out=out)
+            sync()
+            rate = reps * 2 * n**3 / (time.perf_counter() - t0)
+            if rate > best:
+                best, best_n = rate, n
+            if i >= 2 and time.perf_counter() > deadline:
+                break
+    return best, f"best of {' and '.join(f'{n}x{n}' for n in sizes)} torch.mm (n={best_n})"
+
+
 def shape_line(a) -> str:
     return (
         f"draft: hidden {a.hidden}, {a.heads} heads / {a.kv_heads} KV heads (GQA {a.heads // a.kv_heads}:1), "
         f"head_dim {a.head_dim}, MLP {a.intermediate}, draft vocab {a.draft_vocab}, target vocab {a.vocab}, "
         f"aux 3 x {a.hidden}; YaRN rope from GptOssConfig (theta 150000, factor 32, 4096 -> 131072); "
-        f"batch {a.batch}, TTT-{a.steps}, fp32, AdamW"
+        f"batch {a.batch}, TTT-{a.steps}, {a.dtype}{' autocast' if a.dtype == 'bf16' else ''}, AdamW"
     )
 
 
@@ -239,7 +310,8 @@ def build_ours(a, x, device, impl):
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
 
     def loss_fn():
-        return objective.ttt_objective(draft, batch, supervision, a.steps)[0]
+        with autocast(a, device):
+            return objective.ttt_objective(draft, batch, supervision, a.steps)[0]
 
     return draft, opt, params, loss_fn
 
@@ -314,9 +386,19 @@ def build_nemo(a, x, device):
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
 
     def loss_fn():
-        return trainer(**inputs).loss
+        with autocast(a, device):
+            return trainer(**inputs).loss
 
     return draft, opt, params, loss_fn
+
+
+def autocast(a, device):
+    """bf16 autocast for ``--dtype bf16`` (weights and optimizer stay fp32), else nothing."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if a.dtype == "bf16" else contextlib.nullcontext()
 
 
 def build(a, impl, T, device):
@@ -434,7 +516,7 @@ def forwarded_args(a) -> list[str]:
         "--hidden", str(a.hidden), "--heads", str(a.heads), "--kv-heads", str(a.kv_heads),
         "--head-dim", str(a.head_dim), "--intermediate", str(a.intermediate),
         "--draft-vocab", str(a.draft_vocab), "--vocab", str(a.vocab), "--batch", str(a.batch),
-        "--steps", str(a.steps), "--warmup", str(a.warmup), "--repeats", str(a.repeats),
+        "--steps", str(a.steps), "--warmup", str(a.warmup), "--repeats", str(a.repeats), "--dtype", a.dtype,
         "--device", a.device, "--threads", str(a.threads), "--impls", *a.impls,
     ]
 
@@ -487,6 +569,10 @@ def fmt_rate(r):
     return f"{tokens_per_s(r):,.0f}" if r else "-"
 
 
+def fmt_mfu(r):
+    return f"{100 * r['mfu']:.0f}%" if r else "-"
+
+
 def fmt_mib(r):
     return f"{r['peak_bytes'] / 2**20:,.0f}" if r else "-"
 
@@ -500,12 +586,16 @@ def main(argv=None) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
     p.add_argument("--steps", type=int, default=7, help="TTT unroll depth")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--intermediate", type=int, default=3072, help="draft MLP width (gpt-oss drafts: 6 x hidden)")
-    p.add_argument("--draft-vocab", type=int, default=8000)
+    p.add_argument("--shape", choices=SHAPES, default="gpt-oss",
+                   help="size preset: gpt-oss proportions scaled down, or attention-heavy (see the docstring)")
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--heads", type=int)
+    p.add_argument("--kv-heads", type=int)
+    p.add_argument("--head-dim", type=int)
+    p.add_argument("--intermediate", type=int, help="draft MLP width (gpt-oss drafts: 6 x hidden)")
+    p.add_argument("--draft-vocab", type=int)
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, as training.bf16")
+    p.add_argument("--peak-seconds", type=float, default=4.0, help="time spent measuring the matmul peak")
     p.add_argument("--vocab", type=int, default=201088, help="target vocabulary (gpt-oss: 201,088)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed steps; the median is reported")
@@ -526,6 +616,9 @@ def main(argv=None) -> None:
     p.add_argument("--_length", dest="length", type=int, help=argparse.SUPPRESS)
     p.add_argument("--_check", dest="check", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    for key, value in SHAPES[a.shape].items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     if a.impl or a.check:
         return child_main(a)
 
@@ -545,6 +638,13 @@ def main(argv=None) -> None:
                   "materializes [B, heads, T, T+j] scores as our naive path does.")
         else:
             a.impls = [i for i in a.impls if i != "nemo"]
+    peak, peak_how = measure_peak(a, torch)
+    print(f"matmul peak: {peak / 1e9:,.0f} GFLOP/s {a.dtype} ({peak_how}); MFU = model FLOPs per token x tokens/s "
+          f"/ peak (FLOPs counted as in the docstring)")
+    for T in a.lengths:
+        mm, att = step_flops(a, T)
+        print(f"  {T} tokens: {(mm + att) / (a.batch * T) / 1e6:,.1f} MFLOP per token "
+              f"(matmul {mm / (a.batch * T) / 1e6:,.1f}, attention {att / (a.batch * T) / 1e6:,.1f})")
     print(f"memory: peak added by the step over the built model, optimizer and inputs "
           f"({'max_memory_allocated' if a.device.startswith('cuda') else 'process RSS high-water mark'}, "
           f"incl. grads and AdamW state); time: median of {a.repeats} steps after {a.warmup} warmup; one "
@@ -568,7 +668,7 @@ def main(argv=None) -> None:
     names = {"lean": "lean", "lean+ckpt": "ckpt", "naive": "naive", "nemo": "nemo"}
     cols = ["tokens"]
     for impl in a.impls:
-        cols += [f"{names[impl]} tok/s", f"{names[impl]} MiB"]
+        cols += [f"{names[impl]} tok/s", f"{names[impl]} MFU", f"{names[impl]} MiB"]
     if "naive" in a.impls:
         cols += ["lean/naive tok/s", "naive/lean MiB"]
     if "nemo" in a.impls:
@@ -595,6 +695,8 @@ def main(argv=None) -> None:
                     row[impl] = None
                     continue
             r, why = measure(a, impl, T)
+            if r is not None:
+                r["mfu"] = sum(step_flops(a, T)) / r["seconds"] / peak
             if r is None:
                 notes.append(f"{impl} at {T} tokens: {why}")
             elif (r.get("others_cpu_share") or 0) >= a.quiet_share:
@@ -609,7 +711,7 @@ def main(argv=None) -> None:
         mem = lambda k: row[k]["peak_bytes"] if row.get(k) else None  # noqa: E731
         cells = [str(T)]
         for impl in a.impls:
-            cells += [fmt_rate(row.get(impl)), fmt_mib(row.get(impl))]
+            cells += [fmt_rate(row.get(impl)), fmt_mfu(row.get(impl)), fmt_mib(row.get(impl))]
         if "naive" in a.impls:
             cells += [ratio(sec("naive"), sec("lean")), ratio(mem("naive"), mem("lean"))]
         if "nemo" in a.impls:
@@ -632,7 +734,18 @@ def main(argv=None) -> None:
                       f"{'met' if speed >= 5 else 'not met'}), peak memory 1/{memory:.2f} of NeMo's (aim <= 1/4: "
                       f"{'met' if memory >= 4 else 'not met'})")
     if a.json:
-        a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "results": results}, indent=1))
+        a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "peak_flops": peak,
+                                      "peak_how": peak_how, "results": results}, indent=1))
+
+
+def measure_peak(a, torch) -> tuple[float, str]:
+    """The matmul peak in ``--dtype`` with the cells' thread count, after waiting for quiet CPUs."""
+    device = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if device.type == "cpu":
+        wait_quiet(a.wait_quiet, a.quiet_share)
+    return matmul_peak(device, torch.bfloat16 if a.dtype == "bf16" else torch.float32, a.peak_seconds)
 
 
 def _cuda_available() -> bool:

@@ -14,6 +14,7 @@ gradient is a few elementwise products. No ``T x T`` matrix is ever stored.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 
@@ -51,42 +52,115 @@ def _additive_bias(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill_(~visible, float("-inf"))
 
 
-def _block0_forward(q, k, v, bias, scale):
-    """Fused attention over step-0 keys: ``(out [B,H,T,D], lse [B,H,T] fp32, extras)``."""
-    if q.is_cuda:
-        rep = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if bias is not None:
-            bias = bias.expand(-1, q.shape[1], -1, -1)
-        out, lse, seed, offset = torch.ops.aten._scaled_dot_product_efficient_attention(
-            q, k, v, bias, True, 0.0, is_causal=bias is None, scale=scale
-        )
-        return out, lse[..., : q.shape[2]], (lse.shape, seed, offset)
+# Why private aten ops: the merge needs block 0's log-sum-exp, and its backward must run with the
+# *merged* output and log-sum-exp. No public API offers that pair. ``scaled_dot_product_attention``
+# returns no log-sum-exp; ``torch.nn.attention.varlen.varlen_attn`` returns it (CUDA only) but its
+# autograd drops the log-sum-exp's gradient and its backward cannot be fed merged statistics;
+# ``flex_attention`` returns a differentiable log-sum-exp but materializes every score unless
+# compiled. So the fused kernels are called directly, and their signatures are checked at import.
+#
+# name -> (arguments draftsmith passes, as "name: type" with "*" marking keyword-only ones; outputs read)
+KERNEL_SIGNATURES: dict[str, tuple[tuple[str, ...], int]] = {
+    "_scaled_dot_product_flash_attention_for_cpu": (
+        ("query: Tensor", "key: Tensor", "value: Tensor", "dropout_p: float", "is_causal: bool",
+         "*attn_mask: Optional[Tensor]", "*scale: Optional[float]"), 2),
+    "_scaled_dot_product_flash_attention_for_cpu_backward": (
+        ("grad_out: Tensor", "query: Tensor", "key: Tensor", "value: Tensor", "out: Tensor",
+         "logsumexp: Tensor", "dropout_p: float", "is_causal: bool", "*attn_mask: Optional[Tensor]",
+         "*scale: Optional[float]"), 3),
+    "_scaled_dot_product_efficient_attention": (
+        ("query: Tensor", "key: Tensor", "value: Tensor", "attn_bias: Optional[Tensor]",
+         "compute_log_sumexp: bool", "dropout_p: float", "is_causal: bool", "*scale: Optional[float]"), 4),
+    "_scaled_dot_product_efficient_attention_backward": (
+        ("grad_out_: Tensor", "query: Tensor", "key: Tensor", "value: Tensor", "attn_bias: Tensor", "out: Tensor",
+         "logsumexp: Tensor", "philox_seed: Tensor", "philox_offset: Tensor", "dropout_p: float",
+         "grad_input_mask: List[bool]", "is_causal: bool", "*scale: Optional[float]"), 4),
+}
+
+
+def check_kernel_signatures(expected: dict[str, tuple[tuple[str, ...], int]] = KERNEL_SIGNATURES) -> None:
+    """Fail with one clear message if this torch's fused-attention ops no longer take what we pass.
+
+    Compares each op's registered schema (``torch._C._get_schema``) with the positional
+    arguments draftsmith passes (in order), the keyword-only ones it names, and the number
+    of outputs it reads. Extra trailing optional arguments in a newer torch are fine.
+    """
+    problems = []
+    for name, (arguments, outputs) in expected.items():
+        try:
+            schema = torch._C._get_schema(f"aten::{name}", "")
+        except RuntimeError:
+            problems.append(f"aten::{name} does not exist")
+            continue
+        found = {a.name: (f"{a.name}: {a.type}", a.kwarg_only) for a in schema.arguments}
+        positional = [f"{a.name}: {a.type}" for a in schema.arguments if not a.kwarg_only]
+        wanted_positional = [a for a in arguments if not a.startswith("*")]
+        for spec in (a[1:] for a in arguments if a.startswith("*")):
+            if found.get(spec.split(":")[0]) != (spec, True):
+                problems.append(f"aten::{name} has no keyword argument '{spec}'")
+        if positional[: len(wanted_positional)] != wanted_positional:
+            problems.append(f"aten::{name} takes ({', '.join(positional)}), draftsmith passes "
+                            f"({', '.join(wanted_positional)})")
+        if len(schema.returns) < outputs:
+            problems.append(f"aten::{name} returns {len(schema.returns)} tensors, draftsmith reads {outputs}")
+    if problems:
+        raise RuntimeError(f"torch {torch.__version__} changed the fused-attention ops draftsmith's TTT attention "
+                           f"calls: {'; '.join(problems)}. Install a torch within the range draftsmith's "
+                           f"pyproject.toml states (its tested range).")
+
+
+check_kernel_signatures()
+
+
+def _cpu_forward(q, k, v, bias, scale):
+    """CPU flash kernel (takes GQA keys as they are): ``(out [B,H,T,D], lse [B,H,T] fp32, None)``."""
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         q, k, v, 0.0, bias is None, attn_mask=bias, scale=scale
     )
     return out, lse, None
 
 
-def _block0_backward(grad_out, q, k, v, bias, out, lse, extras, scale):
-    """Gradients of block 0 given the merged output and log-sum-exp (see module doc)."""
-    if q.is_cuda:
-        rep = q.shape[1] // k.shape[1]
-        ke, ve = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if bias is not None:
-            bias = bias.expand(-1, q.shape[1], -1, -1)
-        lse_shape, seed, offset = extras
-        padded_lse = lse.new_zeros(lse_shape)
-        padded_lse[..., : lse.shape[-1]] = lse
-        dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
-            grad_out.contiguous(), q, ke, ve, bias, out.contiguous(), padded_lse, seed, offset,
-            0.0, [True, True, True, False], bias is None, scale=scale,
-        )
-        B, KV, T, D = k.shape
-        return dq, dk.view(B, KV, rep, T, D).sum(2), dv.view(B, KV, rep, T, D).sum(2)
+def _cpu_backward(grad_out, q, k, v, bias, out, lse, extras, scale):
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         grad_out.contiguous(), q, k, v, out.contiguous(), lse, 0.0, bias is None, attn_mask=bias, scale=scale
     )
+
+
+def _cuda_forward(q, k, v, bias, scale):
+    """CUDA memory-efficient kernel (fp32, bf16 and fp16; any additive bias).
+
+    It wants as many key heads as query heads, and returns a log-sum-exp padded to a
+    multiple of 32 slots, which its backward needs back at that size.
+    """
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if bias is not None:
+        bias = bias.expand(-1, q.shape[1], -1, -1)
+    out, lse, seed, offset = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, bias, True, 0.0, is_causal=bias is None, scale=scale
+    )
+    return out, lse[..., : q.shape[2]], (lse.shape, seed, offset)
+
+
+def _cuda_backward(grad_out, q, k, v, bias, out, lse, extras, scale):
+    rep = q.shape[1] // k.shape[1]
+    ke, ve = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if bias is not None:
+        bias = bias.expand(-1, q.shape[1], -1, -1)
+    lse_shape, seed, offset = extras
+    padded_lse = lse.new_zeros(lse_shape)
+    padded_lse[..., : lse.shape[-1]] = lse
+    dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
+        grad_out.contiguous(), q, ke, ve, bias, out.contiguous(), padded_lse, seed, offset,
+        0.0, [True, True, True, False], bias is None, scale=scale,
+    )
+    B, KV, T, D = k.shape
+    return dq, dk.view(B, KV, rep, T, D).sum(2), dv.view(B, KV, rep, T, D).sum(2)
+
+
+def block0_kernels(device: torch.device):
+    """``(forward, backward)`` of the fused kernel used for block 0 on ``device``."""
+    return (_cuda_forward, _cuda_backward) if device.type == "cuda" else (_cpu_forward, _cpu_backward)
 
 
 def _grouped(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -98,13 +172,14 @@ def _grouped(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
 class _TTTAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k0, v0, diag_k, diag_v, visible, scale):
-        with torch.autocast(q.device.type, enabled=False):  # the merge must stay in fp32 under autocast
+        device = q.device.type  # the merge must stay in fp32 under autocast (meta tensors have no autocast)
+        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
             return _TTTAttention._forward(ctx, q, k0, v0, diag_k, diag_v, visible, scale)
 
     @staticmethod
     def _forward(ctx, q, k0, v0, diag_k, diag_v, visible, scale):
         bias = None if visible is None else _additive_bias(visible, q.dtype)
-        out0, lse0, extras = _block0_forward(q, k0, v0, bias, scale)
+        out0, lse0, extras = block0_kernels(q.device)[0](q, k0, v0, bias, scale)
         out, lse = out0, lse0
         acc = torch.promote_types(q.dtype, torch.float32)
         if diag_k is not None:
@@ -126,7 +201,7 @@ class _TTTAttention(torch.autograd.Function):
         q, k0, v0, diag_k, diag_v, bias, out, lse = ctx.saved_tensors
         scale = ctx.scale
         acc = torch.promote_types(q.dtype, torch.float32)
-        dq, dk0, dv0 = _block0_backward(grad_out, q, k0, v0, bias, out, lse, ctx.extras, scale)
+        dq, dk0, dv0 = block0_kernels(q.device)[1](grad_out, q, k0, v0, bias, out, lse, ctx.extras, scale)
         ddiag_k = ddiag_v = None
         if diag_k is not None:
             kv_heads = k0.shape[1]
