@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from draftsmith.checkpoint.engine import save_draft
 from draftsmith.data.fingerprint import samples_fingerprint
+from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import draft_token_ids_from_d2t
 from draftsmith.target.registry import load_target_config
@@ -153,7 +154,8 @@ class Trainer:
             "target_path": recipe.target.path, "max_length": recipe.data.max_length, "pack": recipe.data.pack,
             "supervise": recipe.data.supervise, "draft_vocab_size": None if warm else
             min(recipe.draft.draft_vocab_size, manifest["target_config"]["vocab_size"]),
-            "aux_layer_ids": sorted(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
+            "aux_layer_ids": list(validate_aux_layer_ids(recipe.draft.aux_layer_ids, None))
+            if recipe.draft.aux_layer_ids else None,
         }, source)
         if warm is not None:
             check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)
