@@ -79,7 +79,7 @@ def test_set_overrides_are_typed(tmp_path):
     ({"data": {"train": []}}, "data.train is empty"),
     ({"target": {"path": None}}, "target.path is required"),
     ({"training": {"learning_rate": -1.0}}, "learning_rate must be positive"),
-    ({"draft": {"aux_layer_ids": [1, 2]}}, "draft.aux_layer_ids must list three layers"),
+    ({"draft": {"aux_layer_ids": [1, 2]}}, "draft.aux_layer_ids must name exactly three target layers"),
     ({"training": {"step_decay": 1.5}}, r"step_decay must be in \(0, 1\]"),
     ({"target": {"path": "t", "dtype": "bf16"}}, r"target.dtype: 'bf16' is not one of"),
     ({"target": {"path": "t", "device": "gpu0"}}, r"target.device: 'gpu0' is not a device"),

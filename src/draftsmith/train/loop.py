@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from draftsmith.atomic import atomic_file
 from draftsmith.checkpoint.engine import save_draft
 from draftsmith.data.fingerprint import samples_fingerprint
+from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import draft_token_ids_from_d2t
 from draftsmith.target.registry import load_target_config
@@ -197,7 +198,8 @@ class Trainer:
             "supervise": recipe.data.supervise,
             "draft_vocab_size": None if recipe.draft.init_from else capped_draft_vocab_size(
                 recipe.draft.draft_vocab_size, manifest["target_config"]["vocab_size"]),
-            "aux_layer_ids": sorted(recipe.draft.aux_layer_ids) if recipe.draft.aux_layer_ids else None,
+            "aux_layer_ids": list(validate_aux_layer_ids(recipe.draft.aux_layer_ids, None))
+            if recipe.draft.aux_layer_ids else None,
         }, source)
         if warm is not None:
             check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)

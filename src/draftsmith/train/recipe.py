@@ -24,6 +24,8 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from draftsmith.model.config import DraftConfigError, validate_aux_layer_ids
+
 
 class RecipeError(ValueError):
     """A recipe that cannot run; the message names the file and the key."""
@@ -199,8 +201,11 @@ def _validate(recipe: Recipe) -> Recipe:
         raise RecipeError(f"{src}: training.warmup_steps and weight_decay must be >= 0, max_grad_norm > 0")
     if not 0 < training.step_decay <= 1:
         raise RecipeError(f"{src}: training.step_decay must be in (0, 1], got {training.step_decay}")
-    if draft.aux_layer_ids is not None and len(draft.aux_layer_ids) != 3:
-        raise RecipeError(f"{src}: draft.aux_layer_ids must list three layers, got {draft.aux_layer_ids}")
+    if draft.aux_layer_ids is not None:
+        try:
+            validate_aux_layer_ids(draft.aux_layer_ids, None)
+        except DraftConfigError as error:
+            raise RecipeError(f"{src}: draft.{error}") from None
     if recipe.target.dtype not in _DTYPES:
         raise RecipeError(f"{src}: target.dtype: {recipe.target.dtype!r} is not one of {list(_DTYPES)}")
     if recipe.target.device is not None:

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, PretrainedConfig
 
 from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
 from draftsmith.data import DataConfig, DataReport, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
+from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import TargetLoadOptions, TargetModel
 from draftsmith.target.registry import draft_config_from_target
@@ -126,19 +127,19 @@ def build_run_draft(
     architecture options (``norm_before_fc`` ...) are its own and the recipe's are ignored.
     """
     d = recipe.draft
+    own = warm.config.aux_layer_ids if warm is not None else None
+    if own is not None and d.aux_layer_ids is not None and validate_aux_layer_ids(d.aux_layer_ids, None) != own:
+        raise ValueError(f"draft.aux_layer_ids {d.aux_layer_ids} differ from the warm-start draft's "
+                         f"{list(own)} ({d.init_from})")
     options = {name: getattr(d, name) for name in ("norm_before_fc", "fc_norm", "norm_output") if getattr(d, name)}
     if d.intermediate_size:
         options["intermediate_size"] = d.intermediate_size
-    fresh = draft_config_from_target(
-        target_config, draft_vocab_size=d.draft_vocab_size, aux_layer_ids=d.aux_layer_ids, **options)
+    fresh = draft_config_from_target(  # checks the warm start's aux layers against this target too
+        target_config, draft_vocab_size=d.draft_vocab_size, aux_layer_ids=own or d.aux_layer_ids, **options)
     if warm is None:
         return PretrainedDraft(fresh)
-    own = warm.config.aux_layer_ids
-    if own is not None and d.aux_layer_ids is not None and fresh.aux_layer_ids != own:
-        raise ValueError(f"draft.aux_layer_ids {d.aux_layer_ids} differ from the warm-start draft's "
-                         f"{list(own)} ({d.init_from})")
     warm.config = dataclasses.replace(
-        warm.config, aux_layer_ids=own or fresh.aux_layer_ids,
+        warm.config, aux_layer_ids=fresh.aux_layer_ids,
         target_num_hidden_layers=fresh.target_num_hidden_layers, target_model_type=fresh.target_model_type)
     return warm
 
