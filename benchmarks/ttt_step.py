@@ -307,7 +307,7 @@ def build_ours(a, x, device, impl):
         in_draft_vocab=x["in_draft_vocab"],
     )
     params = [p for p in draft.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0, fused=True)  # as training
 
     def loss_fn():
         with autocast(a, device):
@@ -383,7 +383,7 @@ def build_nemo(a, x, device):
         position_ids=x["position_ids"],
     )
     params = [p for p in trainer.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0, fused=True)  # as training
 
     def loss_fn():
         with autocast(a, device):

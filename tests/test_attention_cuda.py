@@ -70,6 +70,8 @@ def test_signature_check_names_the_op_and_torch_version():
     keyword = arguments + ("*window: Optional[int]",)
     with pytest.raises(RuntimeError, match="no keyword argument 'window: Optional.int.'"):
         check_kernel_signatures({name: (keyword, outputs)})
+    with pytest.raises(RuntimeError, match=rf"aten::{name} now requires value, which draftsmith does not pass"):
+        check_kernel_signatures({name: (arguments[:2], outputs)})
     with pytest.raises(RuntimeError, match="aten::_no_such_attention does not exist"):
         check_kernel_signatures({"_no_such_attention": (arguments, outputs)})
 

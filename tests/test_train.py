@@ -248,7 +248,7 @@ def test_no_weight_decay_on_norms_and_other_1d_parameters():
 
     draft = build_draft(tiny_gpt_oss_config(), draft_vocab_size=100)
     before = {n: p.detach().clone() for n, p in draft.named_parameters()}
-    optimizer = adamw(draft, learning_rate=0.1, weight_decay=0.5, device=torch.device("cpu"))
+    optimizer = adamw(draft, learning_rate=0.1, weight_decay=0.5)
     for p in draft.parameters():
         p.grad = torch.zeros_like(p) if p.requires_grad else None
     optimizer.step()  # zero gradients: only weight decay moves a parameter

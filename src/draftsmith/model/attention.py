@@ -83,7 +83,7 @@ def check_kernel_signatures(expected: dict[str, tuple[tuple[str, ...], int]] = K
 
     Compares each op's registered schema (``torch._C._get_schema``) with the positional
     arguments draftsmith passes (in order), the keyword-only ones it names, and the number
-    of outputs it reads. Extra trailing optional arguments in a newer torch are fine.
+    of outputs it reads. New arguments in a newer torch are fine if they have defaults.
     """
     problems = []
     for name, (arguments, outputs) in expected.items():
@@ -101,6 +101,10 @@ def check_kernel_signatures(expected: dict[str, tuple[tuple[str, ...], int]] = K
         if positional[: len(wanted_positional)] != wanted_positional:
             problems.append(f"aten::{name} takes ({', '.join(positional)}), draftsmith passes "
                             f"({', '.join(wanted_positional)})")
+        passed = {a.split(":")[0].lstrip("*") for a in arguments}
+        required = [a.name for a in schema.arguments if a.name not in passed and not a.has_default_value()]
+        if required:
+            problems.append(f"aten::{name} now requires {', '.join(required)}, which draftsmith does not pass")
         if len(schema.returns) < outputs:
             problems.append(f"aten::{name} returns {len(schema.returns)} tensors, draftsmith reads {outputs}")
     if problems:
