@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_overwrite(args.out, args.overwrite)
     if Path(args.verifier).is_dir():
-        errors = [f for f in inspect_checkpoint(args.draft, target=args.verifier) if f.level == "error"]
+        errors = [f for f in inspect_checkpoint(args.draft, target=args.verifier).findings if f.severity == "error"]
         if errors:
             more = f" (and {len(errors) - 1} more: draftsmith inspect {args.draft} --target {args.verifier})" \
                 if len(errors) > 1 else ""
