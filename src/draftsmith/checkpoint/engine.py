@@ -5,8 +5,9 @@ holds ``fc``, ``midlayer.*``, ``norm``, ``lm_head``, ``embed_tokens``, ``d2t`` a
 without a ``model.`` prefix. Saving is atomic (a temporary directory renamed into place)
 and never replaces an existing checkpoint unless asked. Loading also accepts the same
 format written by other tools (SpecForge, NVIDIA's gpt-oss drafts with ``input_norm``,
-EAGLE-3.1 ``fc_norm``, speculators' ``layers.0.*`` names, legacy ``pytorch_model.bin``), and refuses what the draft cannot represent instead of
-silently dropping it, as the engines would.
+EAGLE-3.1 ``fc_norm``, speculators' ``layers.0.*`` names, legacy ``pytorch_model.bin``),
+and refuses what the draft cannot represent instead of silently dropping it, as the
+engines would.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _target_model_type(raw: Mapping[str, Any]) -> str | None:
 
 
 def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> DraftConfig:
-    """Read our config.json, SpecForge's, NVIDIA's / ModelOpt's, or a speculators one (``transformer_layer_config``).
+    """Read our config.json, SpecForge's, NVIDIA's / ModelOpt's, or a speculators one.
 
     The aux layers come from :func:`~draftsmith.checkpoint.engine_aux.trained_hidden_state_indices`;
     architecture options from where the engines read them (speculators configs without
