@@ -303,3 +303,20 @@ def test_every_finding_code_is_documented():
     docs = (Path(__file__).parents[1] / "docs" / "engines.md").read_text()
     assert len(codes) > 30
     assert not sorted(c for c in codes if f"`{c}`" not in docs)
+
+
+def test_nvidia_gpt_oss_layout_runs_in_both(tmp_path):
+    """NVIDIA's gpt-oss-120b-Eagle3-v3 layout: hidden-state ids [24, 30, 36] nested only (the last one the
+    final layer's output) and norm_before_fc in eagle_config, scaled to an 8-layer target. vLLM reads the
+    nested ids as they are (#42764) and the nested flag (#42143); current SGLang reads gpt-oss ids as
+    hidden-state indices up to L and applies input_norm (#32334)."""
+    target = save_tiny_target("gpt_oss", tmp_path / "target", num_hidden_layers=LAYERS)
+    build_draft(target, draft_vocab_size=100).save_pretrained(tmp_path / "export")
+    draft = rewrite(tmp_path / "export", tmp_path / "draft",
+                    lambda c: {**with_ids(c), "eagle_config": {IDS: [4, 6, 8], "norm_before_fc": True}},
+                    lambda w: {**w, "input_norm.weight": torch.ones(3 * w["fc.weight"].shape[0])})
+    report = inspect_checkpoint(draft, target=target)
+    assert report.verdicts() == {"sglang": "ok", "vllm": "ok"}, [str(f) for f in report.findings]
+    assert [f.code for f in report.findings if f.code.startswith("variant.")] == ["variant.norm_before_fc"]
+    flagless = rewrite(draft, tmp_path / "flagless", lambda c: {**c, "eagle_config": {IDS: [4, 6, 8]}})
+    assert inspect_checkpoint(flagless, target=target).verdicts() == {"sglang": "wrong", "vllm": "refuses"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from draftsmith.checkpoint.findings import LIMITED, OK, REFUSES, SGLANG, VLLM, WRONG, Finding
+from draftsmith.checkpoint.findings import LIMITED, REFUSES, SGLANG, VLLM, WRONG, Finding
 from draftsmith.model.rope import RopeConfigError, rope_parameters_from_config
 
 ENGINE, SPECULATORS = "engine", "speculators"

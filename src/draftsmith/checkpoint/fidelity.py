@@ -24,7 +24,8 @@ def fidelity_findings(view: DraftView, target: Any) -> list[Finding]:
     c = view.config
     s = sizes(c)
     if s["target_hidden"] != target.hidden_size:
-        field = "target_hidden_size" if c.get("target_hidden_size") is not None else "hidden_size (no target_hidden_size)"
+        field = ("target_hidden_size" if c.get("target_hidden_size") is not None
+                 else "hidden_size (no target_hidden_size)")
         out.append(Finding("target.hidden_size", f"fc takes 3 x {s['target_hidden']} ({field}) but the target's "
                            f"hidden states are {target.hidden_size} wide: both engines fail at the first forward",
                            {SGLANG: REFUSES, VLLM: REFUSES}, kind=FIDELITY))
