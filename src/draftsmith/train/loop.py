@@ -144,8 +144,7 @@ class Trainer:
     def _build(self) -> None:
         recipe, device = self.recipe, self.context.device
         if recipe.data.features is not None:  # the manifest is checked before anything is loaded
-            manifest = read_manifest(recipe.data.features)
-            self._check_manifest(manifest, None)
+            self._check_manifest(read_manifest(recipe.data.features))
         warm = load_warm_start(recipe)
         if recipe.data.features is not None:
             self._build_offline(warm)
@@ -189,7 +188,8 @@ class Trainer:
             self.progress = load_training_state(self.resume_from, self.draft, self.optimizer, self.scheduler)
             log.info("resumed from %s at step %d", self.resume_from, self.progress.step)
 
-    def _check_manifest(self, manifest: dict[str, Any], warm: Eagle3Draft | None) -> None:
+    def _check_manifest(self, manifest: dict[str, Any]) -> None:
+        """What the recipe alone determines; the warm start's vocabulary is checked once it is loaded."""
         recipe = self.recipe
         source = str(Path(recipe.data.features) / "manifest.json")
         check_manifest(manifest, {
@@ -200,14 +200,13 @@ class Trainer:
             "aux_layer_ids": list(validate_aux_layer_ids(recipe.draft.aux_layer_ids, None))
             if recipe.draft.aux_layer_ids else None,
         }, source)
-        if warm is not None:
-            check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)
 
     def _build_offline(self, warm: Eagle3Draft | None) -> None:
         recipe, device = self.recipe, self.context.device
         self.features = FeatureSet(recipe.data.features, "train", device)
         manifest, source = self.features.manifest, str(Path(recipe.data.features) / "manifest.json")
-        self._check_manifest(manifest, warm)
+        if warm is not None:
+            check_manifest(manifest, {"vocab_fingerprint": vocab_fingerprint(warm.d2t)}, source)
         self.pad_id = manifest["pad_token_id"]
         self.train_samples = self.features.samples()
         validation = FeatureSet(recipe.data.features, "validation", device)
