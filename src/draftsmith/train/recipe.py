@@ -93,11 +93,20 @@ class TrainingSection:
 
 
 @dataclass
+class EvaluationSection:
+    """The real speculative decoding that ends a run (``OUTPUT/eval.json``, the model card's τ)."""
+
+    prompts: int = 8  # held-out validation prompts decoded greedily; 0 skips the evaluation
+    max_new_tokens: int = 64
+
+
+@dataclass
 class Recipe:
     target: TargetSection = field(default_factory=TargetSection)
     data: DataSection = field(default_factory=DataSection)
     draft: DraftSection = field(default_factory=DraftSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     source: str = "<recipe>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +123,8 @@ _PATHS = _HUB_OR_PATH | {("data", "train"), ("data", "validation"), ("data", "fe
 
 _POSITIVE = {"training.ttt_steps", "training.epochs", "training.micro_batch_size", "training.gradient_accumulation",
              "training.save_every", "training.keep_last", "training.log_every", "data.max_length",
-             "draft.draft_vocab_size", "target.logits_chunk", "training.max_steps", "draft.intermediate_size"}
+             "draft.draft_vocab_size", "target.logits_chunk", "training.max_steps", "draft.intermediate_size",
+             "evaluation.max_new_tokens"}
 _FRACTIONS = {"data.validation_fraction", "data.max_bad_fraction", "training.min_learning_rate_ratio"}
 
 
@@ -214,6 +224,8 @@ def _validate(recipe: Recipe) -> Recipe:
         except (RuntimeError, ValueError):
             raise RecipeError(f"{src}: target.device: {recipe.target.device!r} is not a device "
                               f"(cpu, cuda, cuda:1, ...)") from None
+    if recipe.evaluation.prompts < 0:
+        raise RecipeError(f"{src}: evaluation.prompts must be >= 0, got {recipe.evaluation.prompts}")
     return recipe
 
 
