@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from draftsmith.evaluate import EvalSettings, evaluate, format_table, write_json, write_plot
-from draftsmith.evaluate.report import PLOT_HINT, plot_available
 
 
 def _positions(text: str) -> list[int]:
@@ -51,9 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from draftsmith.atomic import refuse_overwrite
+    from draftsmith.evaluate import EvalSettings, evaluate, format_table, write_json, write_plot
+    from draftsmith.evaluate.report import PLOT_HINT, plot_available
+
     for path in (args.json_out, args.plot):
-        if path and not args.overwrite and Path(path).exists():
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+        if path:
+            refuse_overwrite(path, args.overwrite)
     settings = EvalSettings(steps=args.steps, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                             contexts=args.contexts, max_context=args.max_context,
                             draft_window=args.draft_window, seed=args.seed, check_greedy=not args.no_check,
