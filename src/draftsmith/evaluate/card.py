@@ -19,7 +19,8 @@ from transformers import PreTrainedModel
 
 from draftsmith.atomic import atomic_write
 from draftsmith.checkpoint.engine import load_draft
-from draftsmith.evaluate.run import CARD_NAME, DraftUnderTest, EvalSettings, evaluate_prompts, prompts_from_samples
+from draftsmith.evaluate.run import (CARD_NAME, DraftUnderTest, EvalSettings, context_limit, evaluate_prompts,
+                                     prompts_from_samples)
 
 
 @dataclass
@@ -40,9 +41,8 @@ def evaluate_after_training(model: PreTrainedModel, draft_dir: str | os.PathLike
 
     The draft is read back from ``draft_dir``, so what is measured is what was exported.
     """
-    max_length = int(model.config.max_position_embeddings)
     settings = EvalSettings(steps=steps, max_new_tokens=max_new_tokens, progress=progress)
-    found = prompts_from_samples(samples, prompts, max_length)
+    found = prompts_from_samples(samples, prompts, context_limit(model, settings))
     report = evaluate_prompts(model, [DraftUnderTest(str(draft_dir), load_draft(draft_dir), steps)], found, settings)
     atomic_write(output, json.dumps(report, indent=2) + "\n", overwrite=True)
     return report

@@ -40,18 +40,15 @@ class CachedTarget:
         self.lm_head = target.model.get_output_embeddings()
         self.cache = DynamicCache(config=target.config)
         self.cache.activate_past_recording()
-        self.length = 0
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [m, vocab] fp32, aux [1, m, 3H])`` of ``ids [m]`` after the cached tokens."""
         aux, final = self.target.capture_aux(ids.view(1, -1), cache=self.cache)
-        self.length += ids.numel()
         return self.lm_head(final[0]).float(), aux
 
     def rollback(self, tokens: int) -> None:
         """Drop the last ``tokens`` keys (the rejected drafts); also trims sliding layers to their window."""
         self.cache.crop(-tokens)
-        self.length -= tokens
 
 
 @dataclass

@@ -5,7 +5,7 @@ an assistant turn is all prompt), rendered with the target's chat template and i
 generation prompt, tokenized as training tokenizes. To start generation near context
 position P, earlier conversations of the same data set are placed before the prompt's
 messages, as history of one long chat in the target's own format, as many as keep the
-rendered prompt at or below P.
+rendered prompt at or below P (a data set too small for P is cycled through).
 """
 
 from __future__ import annotations
@@ -92,10 +92,11 @@ def with_context(conversations: list[Conversation], index: int, tokenizer: Any, 
     others = conversations[index + 1:] + conversations[:index]
 
     def render(count: int) -> list[int]:
-        history = [m for c in others[:count] for m in c.messages if m.role not in ("system", "developer")]
+        chosen = [others[i % len(others)] for i in range(count)]  # a small data set is cycled through
+        history = [m for c in chosen for m in c.messages if m.role not in ("system", "developer")]
         return render_prompt(system + history + rest, tokenizer, own.tools)
 
-    low, high = 0, len(others)  # the most conversations whose render fits (lengths grow with count)
+    low, high = 0, position if others else 0  # the most conversations whose render fits (lengths grow with count)
     best = render(0)
     while low < high:
         middle = (low + high + 1) // 2

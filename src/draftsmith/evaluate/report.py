@@ -66,7 +66,7 @@ def draft_report(name: str, steps: int, runs: list[tuple[Prompt, Generation]], p
     for prompt, g in runs:
         buckets[prompt.context].append((prompt, g))
     contexts = [{"context": key, "prompts": len(items),
-                 "mean_start": sum(p.input_ids.__len__() for p, _ in items) / len(items),
+                 "mean_start": sum(len(p.input_ids) for p, _ in items) / len(items),
                  **_totals([g for _, g in items])}
                 for key, items in sorted(buckets.items(), key=lambda kv: -1 if kv[0] is None else kv[0])]
     prompts = [{"source": p.source, "context": p.context, "start": len(p.input_ids), "generated_ids": g.tokens,

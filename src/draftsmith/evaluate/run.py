@@ -112,18 +112,25 @@ def eos_ids(model: PreTrainedModel) -> set[int]:
     return {int(ids)} if isinstance(ids, int) else {int(i) for i in ids}
 
 
+def context_limit(model: PreTrainedModel, settings: EvalSettings) -> int:
+    """Positions a prompt plus its generation may use: the target's context, or ``max_context`` below it."""
+    limit = int(model.config.max_position_embeddings)
+    return min(limit, settings.max_context) if settings.max_context else limit
+
+
 def evaluate_prompts(model: PreTrainedModel, drafts: Sequence[DraftUnderTest], prompts: PromptSet,
                      settings: EvalSettings) -> dict[str, Any]:
-    """Decode every prompt plainly and with every draft; the report as a JSON-ready dict."""
+    """Decode every prompt plainly and with every draft; the report as a JSON-ready dict.
+
+    The drafts are moved to the target's device and dtype, as an engine serves them.
+    """
     targets, warnings = [], []
     for d in drafts:
         target = TargetModel(model, d.draft.config.aux_layer_ids)
         warnings += fit_warnings(target, d.name, d.draft)
         d.draft.to(device=target.device, dtype=model.dtype)
         targets.append(target)
-    max_length = int(model.config.max_position_embeddings)
-    if settings.max_context:
-        max_length = min(max_length, settings.max_context)
+    max_length = context_limit(model, settings)
     eos = eos_ids(model)
     chosen = prompts.prompts
     device = model.device
@@ -182,8 +189,7 @@ def evaluate(target: str | os.PathLike, drafts: Sequence[str | os.PathLike], dat
     tok = AutoTokenizer.from_pretrained(tokenizer or target)
     found = PromptSet([])
     conversations = read_prompt_conversations(data, found)
-    max_length = min(int(loaded.config.max_position_embeddings), settings.max_context or 1 << 62)
-    build_prompts(conversations, tok, settings.contexts, max_length, found, max_prompts)
+    build_prompts(conversations, tok, settings.contexts, context_limit(loaded.model, settings), found, max_prompts)
     report = evaluate_prompts(loaded.model, under_test, found, settings)
     return {"target": str(target), "data": [str(s) for s in (data if isinstance(data, (list, tuple)) else [data])],
             **report}
