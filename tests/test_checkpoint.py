@@ -208,3 +208,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                  "--speculative-tokens", "0"]) == 2
     assert "speculative_tokens must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "spec").exists()
+
+
+def test_serve_commands_quote_paths_and_agree_on_the_depth():
+    import json
+    import shlex
+
+    from draftsmith.checkpoint.serve import serve_commands
+
+    commands = serve_commands("my target", "runs/my draft", 5)
+    sglang = shlex.split(commands["SGLang"])
+    assert sglang[sglang.index("--model-path") + 1] == "my target"
+    assert sglang[sglang.index("--speculative-draft-model-path") + 1] == "runs/my draft"
+    assert sglang[sglang.index("--speculative-num-steps") + 1] == "5"
+    assert sglang[sglang.index("--speculative-num-draft-tokens") + 1] == "6"
+    vllm = shlex.split(commands["vLLM"])
+    assert vllm[:3] == ["vllm", "serve", "my target"]
+    assert json.loads(vllm[vllm.index("--speculative-config") + 1]) == {
+        "method": "eagle3", "model": "runs/my draft", "num_speculative_tokens": 5}

@@ -6,7 +6,7 @@ JSON-ready report out), :func:`evaluate_prompts` for models already in memory, a
 The decoding itself (:func:`speculative_decode`, :class:`DraftProposer`) runs one prompt.
 """
 
-from draftsmith.evaluate.card import TrainedDraftFacts, evaluate_after_training, serve_commands, write_model_card
+from draftsmith.evaluate.card import TrainedDraftFacts, evaluate_after_training, write_model_card
 from draftsmith.evaluate.decoding import CachedTarget, Generation, plain_decode, speculative_decode, verify
 from draftsmith.evaluate.prompts import Prompt, PromptSet, build_prompts
 from draftsmith.evaluate.proposer import DraftProposer, Proposer
@@ -16,6 +16,6 @@ from draftsmith.evaluate.run import DraftUnderTest, EvalSettings, evaluate, eval
 __all__ = [
     "CachedTarget", "DraftProposer", "DraftUnderTest", "EvalSettings", "Generation", "Prompt", "PromptSet",
     "Proposer", "TrainedDraftFacts", "build_prompts", "evaluate", "evaluate_after_training", "evaluate_prompts",
-    "format_table", "plain_decode", "plot_series", "serve_commands", "speculative_decode", "trained_steps",
+    "format_table", "plain_decode", "plot_series", "speculative_decode", "trained_steps",
     "verify", "write_json", "write_model_card", "write_plot",
 ]

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 
 from draftsmith.atomic import atomic_write
 from draftsmith.checkpoint.engine import load_draft
+from draftsmith.checkpoint.serve import serve_commands
 from draftsmith.evaluate.run import (CARD_NAME, DraftUnderTest, EvalSettings, context_limit, evaluate_prompts,
                                      prompts_from_samples)
 
@@ -46,17 +47,6 @@ def evaluate_after_training(model: PreTrainedModel, draft_dir: str | os.PathLike
     report = evaluate_prompts(model, [DraftUnderTest(str(draft_dir), load_draft(draft_dir), steps)], found, settings)
     atomic_write(output, json.dumps(report, indent=2) + "\n", overwrite=True)
     return report
-
-
-def serve_commands(target: str, draft_dir: str, steps: int) -> dict[str, str]:
-    """SGLang and vLLM command lines that serve ``target`` with this draft in chain mode (top-k 1)."""
-    vllm_config = json.dumps({"method": "eagle3", "model": draft_dir, "num_speculative_tokens": steps})
-    return {
-        "sglang": (f"python -m sglang.launch_server --model-path {target} --speculative-algorithm EAGLE3 "
-                   f"--speculative-draft-model-path {draft_dir} --speculative-num-steps {steps} "
-                   f"--speculative-eagle-topk 1 --speculative-num-draft-tokens {steps + 1}"),
-        "vllm": f"vllm serve {target} --speculative-config '{vllm_config}'",
-    }
 
 
 def _tau(value: float | None) -> str:
@@ -101,13 +91,13 @@ A one-layer EAGLE-3 draft model trained with draftsmith for speculative decoding
 SGLang:
 
 ```bash
-{commands["sglang"]}
+{commands["SGLang"]}
 ```
 
 vLLM:
 
 ```bash
-{commands["vllm"]}
+{commands["vLLM"]}
 ```
 
 Measure it on your own prompts with

@@ -6,6 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
+from draftsmith.checkpoint.serve import serve_commands
 from draftsmith.train.recipe import Recipe
 from draftsmith.train.state import list_checkpoints
 
@@ -20,18 +21,6 @@ def final_metrics(output_dir: str | Path, split: str) -> dict | None:
     return matching[-1] if matching else None
 
 
-def serve_commands(target: str, draft: str | Path, speculative_tokens: int = 3) -> dict[str, str]:
-    """Command lines that serve ``target`` with this draft in SGLang and in vLLM (EAGLE-3, chain drafting)."""
-    draft = str(draft)
-    vllm_config = json.dumps({"method": "eagle3", "model": draft, "num_speculative_tokens": speculative_tokens})
-    return {
-        "SGLang": (f"python -m sglang.launch_server --model-path {shlex.quote(target)} --speculative-algorithm EAGLE3 "
-                   f"--speculative-draft-model-path {shlex.quote(draft)} --speculative-num-steps {speculative_tokens} "
-                   f"--speculative-eagle-topk 1 --speculative-num-draft-tokens {speculative_tokens + 1}"),
-        "vLLM": f"vllm serve {shlex.quote(target)} --speculative-config {shlex.quote(vllm_config)}",
-    }
-
-
 def run_summary(recipe: Recipe, draft_dir: str | Path) -> str:
     """A few lines for the end of ``draftsmith train``."""
     output_dir = Path(recipe.training.output_dir)
@@ -44,6 +33,11 @@ def run_summary(recipe: Recipe, draft_dir: str | Path) -> str:
     elif train:
         lines.append(f"final training window: tau_sim {train['tau_sim']:.2f} (no validation data; set "
                      f"data.validation_fraction to hold some out)")
+    real = output_dir / "eval.json"
+    if real.is_file():
+        overall = json.loads(real.read_text())["drafts"][0]["overall"]
+        lines.append(f"real speculative decoding: tau {overall['tau']:.2f} on held-out prompts "
+                     f"({real}; measure more with draftsmith eval)")
     checkpoints = list_checkpoints(output_dir)
     lines += [f"draft:       {draft_dir}",
               f"metrics:     {output_dir / 'metrics.jsonl'}",
@@ -51,6 +45,6 @@ def run_summary(recipe: Recipe, draft_dir: str | Path) -> str:
     target = recipe.target.path or "TARGET"
     lines.append("next:")
     lines.append(f"  draftsmith inspect {shlex.quote(str(draft_dir))} --target {shlex.quote(target)}")
-    for engine, command in serve_commands(target, draft_dir).items():
+    for engine, command in serve_commands(target, draft_dir, recipe.training.ttt_steps).items():
         lines.append(f"  {engine + ':':8} {command}")
     return "\n".join(lines)
