@@ -223,6 +223,26 @@ def test_gpt_oss_nested_ids_in_the_output_of_layer_convention(tmp_path):
     assert "[1, 3, 5]" in mismatch.message and "[2, 4, 6]" in mismatch.message
 
 
+@pytest.mark.parametrize("nested, verdicts", [
+    # Family unknown, nested-only ids: read by SGLang #25454's rule. [1, 3, 6] starts at 1: outputs of layers,
+    # hidden states (2, 4, 7), which SGLang's Llama-path set_eagle3_layers_to_capture (val + 1) feeds and vLLM's
+    # _get_eagle3_aux_layers_from_config (nested ids unchanged, #42764) does not.
+    ([1, 3, 6], {"sglang": "ok", "vllm": "wrong"}),
+    # [2, 4, 6]: hidden states as written, which vLLM feeds and SGLang's + 1 does not.
+    ([2, 4, 6], {"sglang": "wrong", "vllm": "ok"}),
+])
+def test_nested_ids_of_an_unknown_family(llama, tmp_path, nested, verdicts):
+    def unknown_family(c):
+        c = with_ids(c, nested=nested)
+        c["draftsmith"].pop("target_model_type")
+        return c
+
+    report = inspect_checkpoint(rewrite(llama[1], tmp_path / "draft", unknown_family))
+    assert report.verdicts() == verdicts, [str(f) for f in report.findings]
+    (assumed,) = [f for f in report.findings if f.code == "aux.convention_assumed"]
+    assert "#25454" in assumed.message
+
+
 @pytest.mark.parametrize("nested, top, verdicts", [
     ([1, 3, 7], [2, 4, 8], {"sglang": "refuses", "vllm": "ok"}),  # vLLM reaches 0..L (#36063), SGLang 1..L-1
     ([1, 3, 8], [2, 4, 9], {"sglang": "refuses", "vllm": "refuses"}),

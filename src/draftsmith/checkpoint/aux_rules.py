@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from draftsmith.checkpoint.engine_aux import (GPT_OSS, VARIANT_SUPPORT, aux_verdicts, nested_ids, top_level_ids,
+from draftsmith.checkpoint.engine_aux import (VARIANT_SUPPORT, aux_verdicts, nested_ids, top_level_ids,
                                               trained_hidden_state_source, variant_verdicts)
 from draftsmith.checkpoint.engine_rules import DraftView
 from draftsmith.checkpoint.findings import FIDELITY, REFUSES, SGLANG, VLLM, WRONG, Finding
@@ -37,10 +37,13 @@ def _depth(raw: Mapping[str, Any], trained: tuple[int, ...] | None) -> tuple[int
     return max((max(ids) for ids in lists), default=0) + 3, False
 
 
-def aux_findings(raw: Mapping[str, Any], family: str, num_layers: int | None,
+def aux_findings(raw: Mapping[str, Any], family: str | None, num_layers: int | None,
                  engines: Sequence[str] = (SGLANG, VLLM)) -> list[Finding]:
     """Per engine: wrong when its current version feeds other states than were trained, refuses when
-    one is out of its reach; a warning per older version that would."""
+    one is out of its reach; a warning per older version that would.
+
+    ``family``: the target's model_type (None: unknown); ``num_layers``: its depth (None: unknown).
+    """
     trained, how = trained_hidden_state_source(raw, family)
     n, t = nested_ids(raw), top_level_ids(raw)
     out: list[Finding] = []
@@ -50,10 +53,10 @@ def aux_findings(raw: Mapping[str, Any], family: str, num_layers: int | None,
                            "ascending layer order, so a trainer that concatenated them in the listed order trained "
                            "fc on a permuted input", severity="warning"))
     if n and not t and how != "recorded by draftsmith":
+        rule = "as current SGLang reads them for this target family" if family else (
+            "by SGLang #25454's rule, the target family unknown (a list starting at 1 counts outputs of layers)")
         out.append(Finding("aux.convention_assumed", f"only eagle_config ids {list(n)}: the file does not say which "
-                           f"states they name; read as current SGLang reads them for this target family "
-                           f"({'hidden-state indices' if family == GPT_OSS else 'outputs of layers, + 1'})",
-                           severity="info"))
+                           f"states they name; read {rule}: hidden states {list(trained)} ({how})", severity="info"))
     if trained is None:  # no ids anywhere: every engine version captures its default, which the draft trained on
         return out
     L, is_default = (num_layers, False) if num_layers is not None else _depth(raw, trained)

@@ -28,8 +28,8 @@ from draftsmith.target.registry import load_target_config
 GPT_OSS_VOCAB = 201088
 
 
-def _family(view: DraftView, target: Any) -> str:
-    """The target's model_type as far as it matters here (gpt-oss or not).
+def _family(view: DraftView, target: Any) -> str | None:
+    """The target's model_type as far as it matters here (gpt-oss or not; None: unknown).
 
     --target first, then our own record, then a speculators verifier, then the gpt-oss
     vocabulary size (a draft's vocab_size is always its target's).
@@ -43,7 +43,7 @@ def _family(view: DraftView, target: Any) -> str:
     names = " ".join([str(verifier.get("name_or_path") or "")] + list(verifier.get("architectures") or []))
     if "gptoss" in names.lower().replace("-", "").replace("_", ""):
         return GPT_OSS
-    return GPT_OSS if view.config.get("vocab_size") == GPT_OSS_VOCAB else "other"
+    return GPT_OSS if view.config.get("vocab_size") == GPT_OSS_VOCAB else None
 
 
 def _depth(view: DraftView, target: Any) -> int | None:
