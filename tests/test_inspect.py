@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from draftsmith.checkpoint import build_draft
-from draftsmith.checkpoint.engine_rules import VARIANT_SUPPORT
+from draftsmith.checkpoint.engine_aux import VARIANT_SUPPORT
 from draftsmith.checkpoint.findings import Finding
 from draftsmith.checkpoint.inspect import inspect_checkpoint, report_lines
 from draftsmith.checkpoint.speculators import export_speculators
@@ -143,18 +143,49 @@ def test_draftsmith_export_is_ok_in_both_engines(llama):
     assert not [f for f in report.findings if f.severity != "info"]
 
 
-@pytest.mark.parametrize("kind", ["qwen3", "gpt_oss"])
-def test_draftsmith_exports_of_other_families(tmp_path, kind):
-    """Exports for Qwen3 run as trained in both engines. For gpt-oss, current SGLang reads the nested
-    ids as hidden-state indices (#32334): draftsmith's writer of issue 12 (a record of its own, engine
-    ids only off the default) is ok in both; the earlier one, with output-of-layer nested ids, is not."""
+# Where current engines run each option, traced to their code: vLLM's llama_eagle3.py applies all four
+# (#38111/#42143 norm_before_fc, #42764 fc_norm and norm_output, LlamaDecoderLayer._norm_before_residual);
+# SGLang applies input_norm since #32334, while its llama_eagle3.py (03d5a777) has no fc_norm parameters
+# (load_weights skips them), feeds the un-normed sum to the next step and never reads norm_before_residual.
+VARIANT_VERDICTS = {None: "ok", "norm_before_fc": "ok", "fc_norm": "wrong", "norm_output": "wrong",
+                    "norm_before_residual": "wrong"}
+# Custom aux layers (outputs of layers): gpt-oss may use the last layer (both current engines capture it).
+CUSTOM_AUX = {"llama": [0, 3, 6], "qwen3": [1, 2, 5], "gpt_oss": [0, 4, 7]}
+
+
+@pytest.mark.parametrize("aux", ["default", "custom"])
+@pytest.mark.parametrize("variant", VARIANT_VERDICTS)
+@pytest.mark.parametrize("kind", ["llama", "qwen3", "gpt_oss"])
+def test_draftsmith_exports_get_the_engines_verdicts(tmp_path, kind, variant, aux):
+    """draftsmith's own exports, default or custom aux layers, each option: current vLLM and SGLang feed
+    the trained states (no id field for the default; otherwise the ids each reads, issue 12), so the
+    verdict is the option's alone."""
     target = save_tiny_target(kind, tmp_path / "target", num_hidden_layers=LAYERS)
-    build_draft(target, draft_vocab_size=100).save_pretrained(tmp_path / "draft")
+    torch.manual_seed(0)
+    options = {variant: True} if variant else {}
+    build_draft(target, draft_vocab_size=100, aux_layer_ids=CUSTOM_AUX[kind] if aux == "custom" else None,
+                **options).save_pretrained(tmp_path / "draft")
     report = inspect_checkpoint(tmp_path / "draft", target=target)
-    config = json.loads((tmp_path / "draft" / "config.json").read_text())
-    written_by_issue_12 = "aux_hidden_state_indices" in (config.get("draftsmith") or {})
-    expected = "ok" if kind == "qwen3" or written_by_issue_12 else "wrong"
-    assert report.verdicts() == {"sglang": expected, "vllm": "ok"}, [str(f) for f in report.findings]
+    assert report.verdicts() == {"sglang": VARIANT_VERDICTS[variant], "vllm": "ok"}, [str(f) for f in report.findings]
+    if variant is None and aux == "default":
+        assert not [f for f in report.findings if f.severity != "info"], [str(f) for f in report.findings]
+    if variant:
+        assert [f.code for f in report.findings if f.code.startswith("variant.")] == [f"variant.{variant}"]
+
+
+@pytest.mark.parametrize("variant, weights, verdicts", [
+    # vLLM and current SGLang build input_norm as RMSNorm(3 x target_hidden); their loaders check the shape.
+    ("norm_before_fc", lambda w: {**w, "input_norm.weight": torch.ones(H)}, {"sglang": "refuses", "vllm": "refuses"}),
+    # vLLM builds fc_norm.{0,1,2} (target_hidden each): one missing stays at its initial ones.
+    ("fc_norm", lambda w: without(w, "fc_norm.1.weight"), {"sglang": "wrong", "vllm": "wrong"}),
+    ("fc_norm", lambda w: {**w, "fc_norm.2.weight": torch.ones(3 * H)}, {"sglang": "wrong", "vllm": "refuses"}),
+])
+def test_variant_weights_are_checked_where_the_option_runs(llama, tmp_path, variant, weights, verdicts):
+    target, _ = llama
+    torch.manual_seed(0)
+    build_draft(target, draft_vocab_size=100, **{variant: True}).save_pretrained(tmp_path / "export")
+    report = inspect_checkpoint(rewrite(tmp_path / "export", tmp_path / "draft", weights=weights), target=target)
+    assert report.verdicts() == verdicts, [str(f) for f in report.findings]
 
 
 @pytest.mark.parametrize("slip", SLIPS)
@@ -190,6 +221,26 @@ def test_gpt_oss_nested_ids_in_the_output_of_layer_convention(tmp_path):
     assert report.verdicts() == {"sglang": "wrong", "vllm": "ok"}
     (mismatch,) = [f for f in report.findings if f.code == "aux.mismatch"]
     assert "[1, 3, 5]" in mismatch.message and "[2, 4, 6]" in mismatch.message
+
+
+@pytest.mark.parametrize("nested, verdicts", [
+    # Family unknown, nested-only ids: read by SGLang #25454's rule. [1, 3, 6] starts at 1: outputs of layers,
+    # hidden states (2, 4, 7), which SGLang's Llama-path set_eagle3_layers_to_capture (val + 1) feeds and vLLM's
+    # _get_eagle3_aux_layers_from_config (nested ids unchanged, #42764) does not.
+    ([1, 3, 6], {"sglang": "ok", "vllm": "wrong"}),
+    # [2, 4, 6]: hidden states as written, which vLLM feeds and SGLang's + 1 does not.
+    ([2, 4, 6], {"sglang": "wrong", "vllm": "ok"}),
+])
+def test_nested_ids_of_an_unknown_family(llama, tmp_path, nested, verdicts):
+    def unknown_family(c):
+        c = with_ids(c, nested=nested)
+        c["draftsmith"].pop("target_model_type")
+        return c
+
+    report = inspect_checkpoint(rewrite(llama[1], tmp_path / "draft", unknown_family))
+    assert report.verdicts() == verdicts, [str(f) for f in report.findings]
+    (assumed,) = [f for f in report.findings if f.code == "aux.convention_assumed"]
+    assert "#25454" in assumed.message
 
 
 @pytest.mark.parametrize("nested, top, verdicts", [

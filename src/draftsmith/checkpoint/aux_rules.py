@@ -1,20 +1,10 @@
-"""Which target hidden states each engine feeds a draft, against the ones it was trained on.
+"""``inspect``'s findings on aux layers and architecture options, from ``engine_aux``'s rules.
 
-All indices are Hugging Face ``hidden_states`` indices (0 = embeddings, k + 1 = output of
-decoder layer k, before the final norm). ``n`` are the ids in
-``eagle_config.eagle_aux_hidden_state_layer_ids``, ``t`` the top-level
-``eagle_aux_hidden_state_layer_ids``, ``D = (2, L//2, L-3)`` the default of both engines
-for an ``L``-layer target. Current code (docs/engines.md cites each rule):
-
-- vLLM (``_get_eagle3_aux_layers_from_config``, since #42764): ``t``, else ``n``, else ``D``;
-  reachable 0..L (#36063). Before #42764 it ignored ``n``.
-- SGLang (model_runner reads only ``n``; ``set_eagle3_layers_to_capture``): Llama-family
-  targets ``n + 1``, reachable 1..L-1; gpt-oss since #32334 ``n`` as it is, reachable 1..L;
-  else ``D``.
-
-Both capture in ascending layer order. A state out of reach is not captured, and the
-draft's ``fc`` then gets fewer inputs than it has columns: the engine fails at its first
-forward.
+``engine_aux`` is the one owner of what each engine version captures, what a draft was
+trained on and where each option runs; this module only turns its verdicts into findings
+with the codes docs/engines.md lists: a current engine version that runs the draft
+otherwise is ``wrong`` (or ``refuses``, when it cannot capture a requested state), an
+older version a warning without effect on the verdict.
 """
 
 from __future__ import annotations
@@ -22,75 +12,40 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from draftsmith.checkpoint.findings import REFUSES, SGLANG, VLLM, WRONG, Finding
+from draftsmith.checkpoint.engine_aux import (VARIANT_SUPPORT, aux_verdicts, nested_ids, top_level_ids,
+                                              trained_hidden_state_source, variant_verdicts)
+from draftsmith.checkpoint.engine_rules import DraftView
+from draftsmith.checkpoint.findings import FIDELITY, REFUSES, SGLANG, VLLM, WRONG, Finding
+from draftsmith.model.config import engine_default_hidden_state_indices
 
-IDS = "eagle_aux_hidden_state_layer_ids"
-RECORD, RECORD_FIELD = "draftsmith", "aux_hidden_state_indices"
-GPT_OSS = "gpt_oss"
-
-
-def _ids(value: Any) -> tuple[int, ...] | None:
-    if isinstance(value, (list, tuple)) and value and all(isinstance(i, int) and not isinstance(i, bool)
-                                                          for i in value):
-        return tuple(value)
-    return None
-
-
-def default_indices(num_layers: int) -> tuple[int, ...]:
-    """What both engines capture with no ids, in the ascending order they capture it."""
-    return tuple(sorted((2, num_layers // 2, num_layers - 3)))
+_ENGINE = {"SGLang": SGLANG, "vLLM": VLLM}
 
 
 def _default_depth(indices: Sequence[int]) -> int | None:
     """The target depth L for which ``indices`` are the engines' default, if any."""
     L = max(indices) + 3
-    return L if tuple(sorted(indices)) == default_indices(L) else None
+    return L if tuple(sorted(indices)) == tuple(sorted(engine_default_hidden_state_indices(L))) else None
 
 
-def written_ids(raw: Mapping[str, Any]) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-    nested = raw.get("eagle_config")
-    return (_ids(nested.get(IDS)) if isinstance(nested, Mapping) else None), _ids(raw.get(IDS))
+def _depth(raw: Mapping[str, Any], trained: tuple[int, ...] | None) -> tuple[int, bool]:
+    """A target depth to judge the ids at when the target is unknown, and whether it is the only
+    one that makes an explicit list the engines' default (else it just reaches every id)."""
+    lists = [ids for ids in (trained, nested_ids(raw), top_level_ids(raw)) if ids]
+    for ids in lists:
+        if (L := _default_depth(ids)) is not None:
+            return L, True
+    return max((max(ids) for ids in lists), default=0) + 3, False
 
 
-def trained_indices(raw: Mapping[str, Any], family: str) -> tuple[tuple[int, ...] | None, str]:
-    """What the draft was trained on (None: no ids anywhere, i.e. the default) and how we know.
-
-    Our own record first; then the top-level ids (vLLM's reading, shared by the speculators
-    format and ModelOpt); then the nested ids in the convention current SGLang reads for
-    the target family (gpt-oss: hidden-state indices; others: outputs of layers, + 1).
-    """
-    record = raw.get(RECORD)
-    if isinstance(record, Mapping) and _ids(record.get(RECORD_FIELD)):
-        return tuple(sorted(record[RECORD_FIELD])), "recorded by draftsmith"
-    n, t = written_ids(raw)
-    if t:
-        return tuple(sorted(t)), "top-level ids"
-    if n:
-        shift = 0 if family == GPT_OSS else 1
-        return tuple(sorted(i + shift for i in n)), "eagle_config ids" + (" + 1" if shift else "")
-    return None, "no ids: the engines' default"
-
-
-def _captures(raw: Mapping[str, Any], family: str) -> dict[str, tuple[tuple[int, ...] | None, str, int, int]]:
-    """Per engine: the indices it requests (None: its default), where from, and its reach: the
-    lowest index and how far below L the highest is."""
-    n, t = written_ids(raw)
-    vllm = (tuple(sorted(t)), "top-level ids", 0, 0) if t else (tuple(sorted(n)), "eagle_config ids", 0, 0) if n else (
-        None, "its default", 0, 0)
-    if not n:
-        sglang = (None, "its default", 1, 1)
-    elif family == GPT_OSS:
-        sglang = (tuple(sorted(n)), "eagle_config ids as hidden-state indices (gpt-oss, #32334)", 1, 0)
-    else:
-        sglang = (tuple(sorted(i + 1 for i in n)), "eagle_config ids + 1", 1, 1)
-    return {SGLANG: sglang, VLLM: vllm}
-
-
-def aux_findings(raw: Mapping[str, Any], family: str, num_layers: int | None,
+def aux_findings(raw: Mapping[str, Any], family: str | None, num_layers: int | None,
                  engines: Sequence[str] = (SGLANG, VLLM)) -> list[Finding]:
-    """Per engine: wrong when it feeds other states than were trained, refuses when one is out of reach."""
-    trained, how = trained_indices(raw, family)
-    n, t = written_ids(raw)
+    """Per engine: wrong when its current version feeds other states than were trained, refuses when
+    one is out of its reach; a warning per older version that would.
+
+    ``family``: the target's model_type (None: unknown); ``num_layers``: its depth (None: unknown).
+    """
+    trained, how = trained_hidden_state_source(raw, family)
+    n, t = nested_ids(raw), top_level_ids(raw)
     out: list[Finding] = []
     written = t or n
     if written and list(written) != sorted(written) and how != "recorded by draftsmith":
@@ -98,41 +53,42 @@ def aux_findings(raw: Mapping[str, Any], family: str, num_layers: int | None,
                            "ascending layer order, so a trainer that concatenated them in the listed order trained "
                            "fc on a permuted input", severity="warning"))
     if n and not t and how != "recorded by draftsmith":
+        rule = "as current SGLang reads them for this target family" if family else (
+            "by SGLang #25454's rule, the target family unknown (a list starting at 1 counts outputs of layers)")
         out.append(Finding("aux.convention_assumed", f"only eagle_config ids {list(n)}: the file does not say which "
-                           f"states they name; read as current SGLang reads them for this target family "
-                           f"({'hidden-state indices' if family == GPT_OSS else 'outputs of layers, + 1'})",
-                           severity="info"))
-    for engine, (requested, source, low, below) in _captures(raw, family).items():
+                           f"states they name; read {rule}: hidden states {list(trained)} ({how})", severity="info"))
+    if trained is None:  # no ids anywhere: every engine version captures its default, which the draft trained on
+        return out
+    L, is_default = (num_layers, False) if num_layers is not None else _depth(raw, trained)
+    uses_default = (SGLANG in engines and not n) or (VLLM in engines and not n and not t)
+    if num_layers is None and is_default and uses_default:
+        out.append(Finding("aux.depth_assumed", f"the draft's aux states {list(trained)} equal the engines' default "
+                           f"only for a {L}-layer target; pass --target to check", severity="warning"))
+    for verdict in aux_verdicts(raw, L, family):
+        capture = verdict.capture
+        engine = _ENGINE[capture.engine]
         if engine not in engines:
             continue
-        L = num_layers
-        if requested is None and trained is None:
-            continue
-        if requested is None or trained is None:
-            explicit = trained if requested is None else requested
-            L = L or _default_depth(explicit)
-            if L is None:
-                out.append(Finding("aux.mismatch", f"{engine} feeds {'its default' if requested is None else source} "
-                                   f"{list(explicit) if requested is not None else ''} while the draft was trained on "
-                                   f"{'the default' if trained is None else list(trained)} ({how}); these are "
-                                   "different states for any target depth", {engine: WRONG}))
-                continue
-            if num_layers is None:
-                out.append(Finding("aux.depth_assumed", f"{engine}: the draft's aux states equal the engines' default "
-                                   f"only for a {L}-layer target; pass --target to check", severity="warning"))
-            requested = requested or default_indices(L)
-            trained_here = trained or default_indices(L)
+        message = verdict.message
+        if num_layers is None and not is_default and capture.source == "engine default":
+            message = (f"{capture.engine} {capture.versions} feeds its default states while the draft was trained "
+                       f"on {list(trained)} ({how}): different states for any target depth")
+        if not capture.current:
+            out.append(Finding("aux.older_versions", message, severity="warning"))
+        elif capture.indices is None:
+            out.append(Finding("aux.out_of_reach", f"{message} ({L}-layer target): fc gets fewer inputs than it has "
+                               "columns and the engine fails at the first forward", {engine: REFUSES}, kind=FIDELITY))
         else:
-            trained_here = trained
-        if L is not None and not all(low <= i <= L - below for i in requested):
-            reach = f"{low}..{L - below}"
-            out.append(Finding("aux.out_of_reach", f"{engine} is asked for hidden states {list(requested)} ({source}) "
-                               f"of a {L}-layer target but reaches {reach}: it captures fewer states than fc takes "
-                               "and fails at the first forward", {engine: REFUSES}, kind="fidelity"))
-        elif tuple(requested) != tuple(trained_here):
-            out.append(Finding("aux.mismatch", f"{engine} feeds hidden states {list(requested)} ({source}); the draft "
-                               f"was trained on {list(trained_here)} ({how})", {engine: WRONG}))
-    if n and not t and family != GPT_OSS and trained is not None:
-        out.append(Finding("aux.vllm_before_42764", "vLLM before #42764 ignores eagle_config ids and captures its "
-                           "default states instead", severity="info"))
+            out.append(Finding("aux.mismatch", f"{message} ({how})", {engine: WRONG}))
+    return out
+
+
+def variant_findings(view: DraftView, engines: Sequence[str]) -> list[Finding]:
+    """The architecture options the checkpoint turns on and where each runs: SGLang ``wrong`` where
+    its current code runs another draft, a warning where only older engine versions do."""
+    out = []
+    for verdict in variant_verdicts(view.flags):
+        name = verdict.message.partition(":")[0]
+        effects = {} if VARIANT_SUPPORT[name].sglang_runs or SGLANG not in engines else {SGLANG: WRONG}
+        out.append(Finding(f"variant.{name}", verdict.message, effects, severity="" if effects else "warning"))
     return out

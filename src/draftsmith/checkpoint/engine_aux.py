@@ -58,8 +58,17 @@ class EngineCapture:
 
 @dataclass(frozen=True)
 class AuxVerdict:
-    level: str  # "error" (a current engine feeds other states than were trained) or "warning"
+    """An engine version that runs the draft otherwise than it was trained.
+
+    ``level``: "error" where a current engine does, "warning" where only older versions do.
+    ``capture`` is that version's capture (None for a variant), ``trained`` the states the
+    draft was trained on.
+    """
+
+    level: str
     message: str
+    capture: EngineCapture | None = None
+    trained: tuple[int, ...] | None = None
 
 
 def _ids(value: Any) -> tuple[int, ...] | None:
@@ -143,17 +152,23 @@ def trained_hidden_state_indices(config: Mapping[str, Any], model_type: str | No
     outputs of layers, which is how NVIDIA's ``[1, 17, 32]`` and ``[24, 30, 36]`` gpt-oss
     drafts both read right).
     """
+    return trained_hidden_state_source(config, model_type)[0]
+
+
+def trained_hidden_state_source(config: Mapping[str, Any],
+                                model_type: str | None) -> tuple[tuple[int, ...] | None, str]:
+    """:func:`trained_hidden_state_indices` and the field it read them from, for messages."""
     record = config.get(RECORD)
     if isinstance(record, Mapping) and _ids(record.get(RECORD_FIELD)):
-        return tuple(sorted(record[RECORD_FIELD]))
+        return tuple(sorted(record[RECORD_FIELD])), "recorded by draftsmith"
     top = top_level_ids(config)
     if top:
-        return tuple(sorted(top))
+        return tuple(sorted(top)), "top-level ids"
     n = nested_ids(config)
     if not n:
-        return None
+        return None, "no ids: the engines' default"
     shift = 0 if model_type == GPT_OSS else 1 if model_type is not None else int(n[0] == 1)
-    return tuple(sorted(i + shift for i in n))
+    return tuple(sorted(i + shift for i in n)), "eagle_config ids" + (" + 1" if shift else "")
 
 
 def aux_verdicts(config: Mapping[str, Any], num_layers: int, model_type: str | None) -> list[AuxVerdict]:
@@ -164,7 +179,7 @@ def aux_verdicts(config: Mapping[str, Any], num_layers: int, model_type: str | N
     """
     trained = trained_hidden_state_indices(config, model_type)
     if trained is None:
-        trained = engine_default_hidden_state_indices(num_layers)
+        trained = tuple(sorted(engine_default_hidden_state_indices(num_layers)))
     out = []
     for capture in engine_captures(config, num_layers, model_type):
         if capture.indices == trained:
@@ -173,7 +188,7 @@ def aux_verdicts(config: Mapping[str, Any], num_layers: int, model_type: str | N
                else f"captures hidden states {list(capture.indices)} ({capture.source})")
         out.append(AuxVerdict("error" if capture.current else "warning",
                               f"{capture.engine} {capture.versions} {got}; the draft was trained on hidden states "
-                              f"{list(trained)}"))
+                              f"{list(trained)}", capture, trained))
     return out
 
 
@@ -185,33 +200,47 @@ def nested_flag(config: Mapping[str, Any], name: str) -> bool:
     return bool(config.get(name, False))
 
 
-# Which engine versions run each architecture option, as their code and PRs show (docs/aux-layers.md).
-VARIANT_SUPPORT: dict[str, tuple[str, str]] = {
-    "norm_before_fc": (
-        "vLLM reads it top-level (speculators adapter since #38111) and in eagle_config (#42143)",
-        "SGLang honors it since #32334 (2026-07-31); older SGLang silently skips input_norm.weight",
-    ),
-    "fc_norm": (
+@dataclass(frozen=True)
+class VariantSupport:
+    """Where one architecture option runs as trained.
+
+    vLLM's current code runs all four. ``sglang_runs``: current SGLang runs it as trained;
+    where it does not, it loads the draft without a word and runs another one (unknown
+    weights are skipped, unknown fields ignored).
+    """
+
+    vllm: str
+    sglang: str
+    sglang_runs: bool
+
+
+# The one table of which engine versions run each architecture option, from their code and
+# PRs (docs/aux-layers.md and docs/engines.md cite them). Where a PR or trainer says more
+# than the engine code we read, the verdict follows the code and the message says so.
+VARIANT_SUPPORT: dict[str, VariantSupport] = {
+    "norm_before_fc": VariantSupport(
+        "vLLM reads it top level (speculators adapter since #38111) and in eagle_config (#42143)",
+        "SGLang honors it since #32334 (2026-07-31); older SGLang silently skips input_norm.weight", True),
+    "fc_norm": VariantSupport(
         "vLLM applies it since #42764 (2026-05)",
-        "SGLang: not in the code we read; it silently skips the fc_norm.* weights and runs another draft",
-    ),
-    "norm_output": (
+        "SGLang's llama_eagle3.py has no fc_norm: it silently skips the fc_norm.* weights and runs another draft",
+        False),
+    "norm_output": VariantSupport(
         "vLLM's model code reads it since #42764; its speculators adapter passes it on since #46488",
-        "SGLang: read by llama_eagle3.py per SpecForge #879 (not in the stored snapshot); older SGLang "
-        "feeds the raw sum to the next step",
-    ),
-    "norm_before_residual": (
+        "SGLang's llama_eagle3.py feeds the un-normed residual sum to the next step (SpecForge #879 says newer "
+        "SGLang reads the flag; sgl-project's code we read does not)", False),
+    "norm_before_residual": VariantSupport(
         "vLLM applies it (llama_eagle3.py, LlamaDecoderLayer._norm_before_residual)",
-        "SGLang ignores it and keeps the un-normed residual",
-    ),
+        "SGLang ignores it and keeps the un-normed residual", False),
 }
 
 
 def variant_verdicts(config: Mapping[str, Any]) -> list[AuxVerdict]:
-    """For each architecture option the config turns on, where it runs (an error where SGLang drops it)."""
+    """For each architecture option the config turns on, where it runs: an error where current
+    SGLang runs another draft, a warning where only older engine versions do."""
     out = []
-    for name, (vllm, sglang) in VARIANT_SUPPORT.items():
+    for name, support in VARIANT_SUPPORT.items():
         if nested_flag(config, name):
-            level = "error" if name in ("fc_norm", "norm_before_residual") else "warning"
-            out.append(AuxVerdict(level, f"{name}: {vllm}; {sglang}"))
+            out.append(AuxVerdict("warning" if support.sglang_runs else "error",
+                                  f"{name}: {support.vllm}; {support.sglang}"))
     return out

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from draftsmith.checkpoint.engine_aux import NESTED, VARIANT_SUPPORT, nested_flag
 from draftsmith.checkpoint.findings import LIMITED, REFUSES, SGLANG, VLLM, WRONG, Finding
 from draftsmith.model.rope import RopeConfigError, rope_parameters_from_config
 
@@ -42,12 +43,14 @@ class DraftView:
     config: Mapping[str, Any]
     weights: Mapping[str, torch.Tensor]
 
-    def flag(self, name: str, default: bool = False) -> bool:
-        """A variant flag as vLLM reads it: in ``eagle_config`` first (vLLM #42143), then top level."""
-        nested = self.raw.get("eagle_config")
-        if isinstance(nested, Mapping) and name in nested:
-            return bool(nested[name])
-        return bool(self.config.get(name, default))
+    @property
+    def flags(self) -> dict[str, Any]:
+        """Where the engines read variant flags: ``eagle_config`` first, then the config they build from."""
+        return {**self.config, NESTED: self.raw.get(NESTED)}
+
+    def flag(self, name: str) -> bool:
+        """A variant flag as the engines read it (:func:`~draftsmith.checkpoint.engine_aux.nested_flag`)."""
+        return nested_flag(self.flags, name)
 
 
 def speculators_view(raw: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> DraftView:
@@ -189,6 +192,22 @@ def _rope_spelling_findings(c: Mapping[str, Any]) -> list[Finding]:
     return []
 
 
+def variant_weights(view: DraftView) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    """The weights of the architecture options the config turns on: their shapes, and the engines
+    whose model has them as parameters (vLLM's for every option; SGLang's where it runs the option,
+    per ``engine_aux.VARIANT_SUPPORT``). ``input_norm`` normalizes the 3 concatenated aux states,
+    each ``fc_norm.i`` one of them."""
+    target_hidden = sizes(view.config)["target_hidden"]
+    options = {"norm_before_fc": {"input_norm.weight": (3 * target_hidden,)},
+               "fc_norm": {f"fc_norm.{i}.weight": (target_hidden,) for i in range(3)}}
+    out = {}
+    for name, weights in options.items():
+        if view.flag(name):
+            engines = (SGLANG, VLLM) if VARIANT_SUPPORT[name].sglang_runs else (VLLM,)
+            out.update({weight: (shape, engines) for weight, shape in weights.items()})
+    return out
+
+
 def _vllm_params(view: DraftView) -> set[str]:
     """vLLM's Eagle3LlamaForCausalLM parameters by checkpoint name (``midlayer.*``)."""
     c = view.config
@@ -197,21 +216,15 @@ def _vllm_params(view: DraftView) -> set[str]:
         names |= {f"midlayer.self_attn.{p}_proj.bias" for p in "qkvo"}
     if c.get("mlp_bias"):
         names |= {f"midlayer.mlp.{p}_proj.bias" for p in ("gate", "up", "down")}
-    if view.flag("norm_before_fc"):
-        names.add("input_norm.weight")
-    if view.flag("fc_norm"):
-        names |= {f"fc_norm.{i}.weight" for i in range(3)}
-    return names
+    return names | {name for name, (_, engines) in variant_weights(view).items() if VLLM in engines}
 
 
 def _sglang_params(view: DraftView) -> set[str]:
-    """SGLang's LlamaForCausalLMEagle3 parameters by checkpoint name: no biases, no fc_norm, ``midlayer.`` only."""
+    """SGLang's LlamaForCausalLMEagle3 parameters by checkpoint name: no biases, ``midlayer.`` only."""
     names = set(expected_shapes(view.config)) | {"d2t"}
     if view.config.get("tie_word_embeddings"):
         names.discard("lm_head.weight")
-    if view.flag("norm_before_fc"):
-        names.add("input_norm.weight")
-    return names
+    return names | {name for name, (_, engines) in variant_weights(view).items() if SGLANG in engines}
 
 
 def weight_findings(view: DraftView) -> list[Finding]:
@@ -257,11 +270,19 @@ def weight_findings(view: DraftView) -> list[Finding]:
     if missing:
         out.append(Finding("weights.missing", f"missing weights {missing}: the engines keep those parameters "
                            "randomly initialized", {SGLANG: WRONG, VLLM: WRONG}))
-    for name, shape in shapes.items():
+    variants = variant_weights(view)
+    missing = sorted(set(variants) - set(canonical))
+    if missing:
+        engines = sorted({e for name in missing for e in variants[name][1]})
+        out.append(Finding("weights.missing", f"missing weights {missing} of the architecture options the config "
+                           f"turns on: {' and '.join(engines)} keep them at their initial value",
+                           {e: WRONG for e in engines}))
+    engines_of = {name: (SGLANG, VLLM) for name in shapes} | {name: e for name, (_, e) in variants.items()}
+    for name, shape in {**shapes, **{name: shape for name, (shape, _) in variants.items()}}.items():
         if name in canonical and tuple(view.weights[canonical[name]].shape) != shape:
             out.append(Finding("weights.shape", f"{canonical[name]} has shape "
                                f"{tuple(view.weights[canonical[name]].shape)}, the engines build {shape} from the "
-                               "config; their weight loaders refuse it", {SGLANG: REFUSES, VLLM: REFUSES}))
+                               "config; their weight loaders refuse it", {e: REFUSES for e in engines_of[name]}))
     out.extend(_vocab_mapping_findings(view, canonical))
     return out
 
@@ -294,32 +315,6 @@ def _vocab_mapping_findings(view: DraftView, canonical: Mapping[str, str]) -> li
         if tuple(t2d.shape) != (s["vocab"],) or not torch.equal(t2d, expected):
             out.append(Finding("vocab.t2d_inconsistent", "t2d does not mark exactly the target ids d2t maps to; the "
                                "engines ignore t2d, but tools that read it disagree with them", severity="warning"))
-    return out
-
-
-# Which engines run each architecture option as trained (docs/engines.md).
-VARIANT_SUPPORT = {
-    "norm_before_fc": ({}, "RMSNorm over the concatenated aux states before fc (input_norm.weight): vLLM applies it "
-                           "(top level; in eagle_config since #42143), SGLang since #32334 (2026-07-31); older SGLang "
-                           "skips input_norm.weight"),
-    "fc_norm": ({SGLANG: WRONG}, "EAGLE-3.1 RMSNorm per aux state (fc_norm.i.weight): vLLM applies it since #42764; "
-                                 "SGLang's llama_eagle3.py has no fc_norm and silently skips those weights"),
-    "norm_output": ({SGLANG: WRONG}, "the normalized hidden state is fed to the next step: vLLM applies it since "
-                                     "#42764; SGLang's llama_eagle3.py (stored code) feeds the un-normed residual sum"),
-    "norm_before_residual": ({SGLANG: WRONG}, "the residual is the normed hidden state: vLLM applies it "
-                                              "(LlamaDecoderLayer._norm_before_residual); SGLang ignores the field and "
-                                              "keeps the un-normed residual"),
-}
-
-
-def variant_findings(view: DraftView) -> list[Finding]:
-    """Architecture options public drafts use, and where each runs (vLLM runs all four)."""
-    out = []
-    for name, (effects, message) in VARIANT_SUPPORT.items():
-        if view.flag(name):
-            if view.layout == SPECULATORS:
-                effects = {}  # SGLang refuses the layout anyway
-            out.append(Finding(f"variant.{name}", f"{name}: {message}", effects))
     return out
 
 

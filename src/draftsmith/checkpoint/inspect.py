@@ -1,9 +1,10 @@
 """``inspect``: what SGLang and vLLM do with an EAGLE-3 draft checkpoint, and a verdict per engine.
 
-The checkpoint is read as the engines read it (``engine_rules``, ``aux_rules``); with a
-target, its fit to the target is judged apart (``fidelity``). Each engine's verdict is
-``ok``, ``limited``, ``wrong`` or ``refuses`` (``findings``). It works on checkpoints
-written by any tool; nothing here trusts draftsmith's own writer.
+The checkpoint is read as the engines read it (``engine_rules``; aux layers and architecture
+options by ``engine_aux``'s rules, which ``aux_rules`` turns into findings); with a target,
+its fit to the target is judged apart (``fidelity``). Each engine's verdict is ``ok``,
+``limited``, ``wrong`` or ``refuses`` (``findings``). It works on checkpoints written by any
+tool; nothing here trusts draftsmith's own writer.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from draftsmith.checkpoint.aux_rules import GPT_OSS, RECORD, aux_findings
+from draftsmith.checkpoint.aux_rules import aux_findings, variant_findings
 from draftsmith.checkpoint.engine import read_config, read_weights
+from draftsmith.checkpoint.engine_aux import GPT_OSS, RECORD
 from draftsmith.checkpoint.engine_rules import (ENGINE, DraftView, architecture_findings, config_findings,
                                                 context_findings, speculators_findings, speculators_view,
-                                                variant_findings, vllm_max_len, weight_findings)
+                                                vllm_max_len, weight_findings)
 from draftsmith.checkpoint.fidelity import fidelity_findings
 from draftsmith.checkpoint.findings import ENGINES, VLLM, Finding, Report
 from draftsmith.model.rope import rope_parameters_from_config
@@ -26,8 +28,8 @@ from draftsmith.target.registry import load_target_config
 GPT_OSS_VOCAB = 201088
 
 
-def _family(view: DraftView, target: Any) -> str:
-    """The target's model_type as far as it matters here (gpt-oss or not).
+def _family(view: DraftView, target: Any) -> str | None:
+    """The target's model_type as far as it matters here (gpt-oss or not; None: unknown).
 
     --target first, then our own record, then a speculators verifier, then the gpt-oss
     vocabulary size (a draft's vocab_size is always its target's).
@@ -41,7 +43,7 @@ def _family(view: DraftView, target: Any) -> str:
     names = " ".join([str(verifier.get("name_or_path") or "")] + list(verifier.get("architectures") or []))
     if "gptoss" in names.lower().replace("-", "").replace("_", ""):
         return GPT_OSS
-    return GPT_OSS if view.config.get("vocab_size") == GPT_OSS_VOCAB else "other"
+    return GPT_OSS if view.config.get("vocab_size") == GPT_OSS_VOCAB else None
 
 
 def _depth(view: DraftView, target: Any) -> int | None:
@@ -63,11 +65,11 @@ def inspect_checkpoint(directory: str | os.PathLike, target: Any = None) -> Repo
     target_config = load_target_config(target) if target is not None else None
     findings: list[Finding] = architecture_findings(view) + config_findings(view)
     if not any(f.code == "config.missing_size" for f in findings):
-        findings += weight_findings(view) + variant_findings(view)
+        engines = ENGINES if view.layout == ENGINE else (VLLM,)  # SGLang refuses the speculators layout
+        findings += weight_findings(view) + variant_findings(view, engines)
         if view.layout != ENGINE:
             findings += speculators_findings(view)
-        findings += aux_findings(view.raw, _family(view, target_config), _depth(view, target_config),
-                                 ENGINES if view.layout == ENGINE else (VLLM,))
+        findings += aux_findings(view.raw, _family(view, target_config), _depth(view, target_config), engines)
         findings += context_findings(view, None if target_config is None else vllm_max_len(
             rope_parameters_from_config(target_config), target_config.max_position_embeddings))
         if target_config is not None:
