@@ -1,4 +1,4 @@
-"""Throughput and peak memory of one TTT training step: lean vs naive attention (vs NeMo AutoModel).
+"""Throughput, model FLOPs utilization and peak memory of one TTT training step: lean vs naive attention (vs NeMo).
 
 One step is what training runs: the TTT-k objective (``ttt_objective``: the draft unrolled k
 steps, soft cross-entropy against random target distributions over the draft vocabulary),

@@ -130,6 +130,18 @@ def _cpu_backward(grad_out, q, k, v, bias, out, lse, extras, scale):
     )
 
 
+def _bthd(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, T, D]`` stored as ``[B, T, H, D]`` (no copy when it already is): the layout in which
+    the CUDA kernel writes its output, and which its bf16 backward needs for the output and its
+    gradient (given ``[B, H, T, D]``-contiguous ones it returns wrong dq and dk; fp32 does not care)."""
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _repeat_heads(x: torch.Tensor, rep: int) -> torch.Tensor:
+    """GQA keys/values repeated to the query heads, in the kernel's ``[B, T, H, D]`` layout (one copy)."""
+    return x.transpose(1, 2).repeat_interleave(rep, dim=2).transpose(1, 2) if rep > 1 else _bthd(x)
+
+
 def _cuda_forward(q, k, v, bias, scale):
     """CUDA memory-efficient kernel (fp32, bf16 and fp16; any additive bias).
 
@@ -137,29 +149,27 @@ def _cuda_forward(q, k, v, bias, scale):
     multiple of 32 slots, which its backward needs back at that size.
     """
     rep = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     if bias is not None:
         bias = bias.expand(-1, q.shape[1], -1, -1)
     out, lse, seed, offset = torch.ops.aten._scaled_dot_product_efficient_attention(
-        q, k, v, bias, True, 0.0, is_causal=bias is None, scale=scale
+        _bthd(q), _repeat_heads(k, rep), _repeat_heads(v, rep), bias, True, 0.0, is_causal=bias is None, scale=scale
     )
     return out, lse[..., : q.shape[2]], (lse.shape, seed, offset)
 
 
 def _cuda_backward(grad_out, q, k, v, bias, out, lse, extras, scale):
     rep = q.shape[1] // k.shape[1]
-    ke, ve = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     if bias is not None:
         bias = bias.expand(-1, q.shape[1], -1, -1)
     lse_shape, seed, offset = extras
     padded_lse = lse.new_zeros(lse_shape)
     padded_lse[..., : lse.shape[-1]] = lse
     dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
-        grad_out.contiguous(), q, ke, ve, bias, out.contiguous(), padded_lse, seed, offset,
-        0.0, [True, True, True, False], bias is None, scale=scale,
+        _bthd(grad_out), _bthd(q), _repeat_heads(k, rep), _repeat_heads(v, rep), bias, _bthd(out), padded_lse,
+        seed, offset, 0.0, [True, True, True, False], bias is None, scale=scale,
     )
     B, KV, T, D = k.shape
-    return dq, dk.view(B, KV, rep, T, D).sum(2), dv.view(B, KV, rep, T, D).sum(2)
+    return dq, dk.reshape(B, KV, rep, T, D).sum(2), dv.reshape(B, KV, rep, T, D).sum(2)
 
 
 def block0_kernels(device: torch.device):
