@@ -16,17 +16,10 @@ from draftsmith.model.attention import KVCache
 from draftsmith.target.capture import TargetModel
 from tiny_models import CONFIGS, MODEL_CLASSES
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 KINDS = ("gpt_oss", "llama", "qwen3")
 PROMPT, NEW = 40, 30  # gpt-oss: prompt + generation run past its sliding window of 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode token by token: one thread is faster than two fighting over two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

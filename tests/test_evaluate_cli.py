@@ -18,17 +18,10 @@ from tiny_models import save_tiny_target, tiny_gpt_oss_config
 from tiny_tokenizers import save_tiny_tokenizer
 from train_workspace import make_workspace, write_recipe
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QUESTIONS = ["What is 3 plus 4?", "Name the capital of France.", "Write a short poem about the sea.",
              "Please list three fruits."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode token by token: one thread is faster than two fighting over two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
