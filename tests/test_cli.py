@@ -69,6 +69,8 @@ def test_summary_and_metrics_lines_without_progress_bars(workspace, capsys, capl
     tau = read_metrics(workspace / "summary", "validation")[-1]["tau_sim"]
     draft = workspace / "summary" / "draft"
     assert f"final validation: tau_sim {tau:.2f}" in out
+    real = json.loads((workspace / "summary" / "eval.json").read_text())["drafts"][0]["overall"]["tau"]
+    assert f"real speculative decoding: tau {real:.2f} on held-out prompts" in out
     assert f"draft:       {draft}" in out and f"{workspace / 'summary' / 'metrics.jsonl'}" in out
     assert f"draftsmith inspect {draft} --target {workspace / 'target'}" in out
     assert f"--speculative-draft-model-path {draft}" in out and f"vllm serve {workspace / 'target'}" in out

@@ -121,9 +121,7 @@ def test_over_long_prompts_are_skipped_and_counted(space):
 def test_training_ends_with_a_real_evaluation_and_a_model_card(tmp_path):
     root = make_workspace(tmp_path, records=24)
     recipe = write_recipe(root, "run", data={"validation_fraction": 0.2},
-                          training={"max_steps": 2, "save_every": 2})
-    recipe_text = recipe.read_text() + "evaluation:\n  prompts: 2\n  max_new_tokens: 8\n"
-    recipe.write_text(recipe_text)
+                          training={"max_steps": 2, "save_every": 2}, evaluation={"prompts": 2})
     final = train(load_recipe(recipe), progress=False)
     report = json.loads((root / "run" / "eval.json").read_text())
     overall = report["drafts"][0]["overall"]

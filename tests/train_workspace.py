@@ -47,6 +47,8 @@ def write_recipe(root: Path, name: str, **sections) -> Path:
         "draft": {"draft_vocab_size": 200, "vocab_file": str(root / "vocab.safetensors")},
         "training": {"output_dir": str(root / name), "ttt_steps": 3, "micro_batch_size": 4, "learning_rate": 3e-3,
                      "warmup_steps": 2, "max_steps": 12, "log_every": 1, "save_every": 4, "seed": 0},
+        # One short held-out decode keeps the end-of-run evaluation under test without costing minutes.
+        "evaluation": {"prompts": 1, "max_new_tokens": 8},
     }
     for section, values in sections.items():
         recipe[section].update(values)
