@@ -20,9 +20,10 @@ from transformers import AutoTokenizer, PretrainedConfig
 from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
 from draftsmith.data import DataConfig, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
 from draftsmith.model.draft import Eagle3Draft
+from draftsmith.model.rope import RopeConfigError
 from draftsmith.target.capture import TargetLoadOptions, TargetModel
 from draftsmith.target.registry import draft_config_from_target
-from draftsmith.train.recipe import Recipe
+from draftsmith.train.recipe import Recipe, RecipeError
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,14 @@ def build_run_draft(
     warm-start draft whose config names no aux layers (some tools omit them) adopts the
     recipe's or the target's default ones, so the exported draft names them for the engines.
     """
-    fresh = draft_config_from_target(
-        target_config, draft_vocab_size=recipe.draft.draft_vocab_size, aux_layer_ids=recipe.draft.aux_layer_ids,
-        **({"intermediate_size": recipe.draft.intermediate_size} if recipe.draft.intermediate_size else {}))
+    sizes = {name: getattr(recipe.draft, name) for name in ("intermediate_size", "rope_parameters",
+                                                              "max_position_embeddings")}
+    try:
+        fresh = draft_config_from_target(
+            target_config, draft_vocab_size=recipe.draft.draft_vocab_size, aux_layer_ids=recipe.draft.aux_layer_ids,
+            **{name: value for name, value in sizes.items() if value is not None})
+    except RopeConfigError as error:
+        raise RecipeError(f"{recipe.source}: draft.rope_parameters: {error}") from error
     if warm is None:
         return PretrainedDraft(fresh)
     own = warm.config.aux_layer_ids
