@@ -59,3 +59,4 @@ def test_recipe_field_reaches_the_draft(tmp_path):
     with pytest.raises(RecipeError, match="draft.rope_parameters: .*'dynamic'"):
         build_run_draft(recipe_from_dict(base, overrides=['draft.rope_parameters={"rope_type": "dynamic"}']),
                         tiny_gpt_oss_config(), None)
+

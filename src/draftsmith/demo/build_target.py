@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -117,6 +118,21 @@ def write_chat_data(directory: Path, verses: list[Verse], seed: int, train_count
             f.writelines(json.dumps(chat) + "\n" for chat in chats)
 
 
+def remeasure(directory: Path, windows: int, seed: int, kjv: str | None = None) -> list[dict]:
+    """Recompute the loss by position of a built target on ``windows`` held-out windows, into its build.json."""
+    model = GptOssForCausalLM.from_pretrained(directory / "target")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory / "target")
+    length = int(model.config.max_position_embeddings)
+    buckets = loss_by_position(model, list(token_windows(tokenizer, load_kjv(kjv), length, windows, seed + 100,
+                                                         validation=True)))
+    report = json.loads((directory / "build.json").read_text())
+    report.update(loss_by_position=buckets, eval_windows=windows)
+    staged = directory / "build.json.tmp"
+    staged.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(staged, directory / "build.json")
+    return buckets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m draftsmith.demo.build_target", description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output directory (refused if it exists and is not empty, unless --overwrite)")
@@ -129,13 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--eval-windows", type=int, default=16, help="held-out windows for the loss by position")
-    parser.add_argument("--train-chats", type=int, default=3000, help="chats in the draft's train.jsonl")
+    parser.add_argument("--train-chats", type=int, default=1200, help="chats in the draft's train.jsonl")
     parser.add_argument("--validation-chats", type=int, default=200, help="chats in validation.jsonl")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="only recompute the loss by position of the target already in OUT (--eval-windows)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.remeasure:
+        for bucket in remeasure(Path(args.out), args.eval_windows, args.seed, args.kjv):
+            print(f"positions {bucket['start']:>5}-{bucket['end']:<5} loss {bucket['loss']:.3f}")
+        return 0
     started, cpu_started = time.time(), time.process_time()
     torch.manual_seed(args.seed)
     verses = load_kjv(args.kjv)
