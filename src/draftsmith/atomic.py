@@ -46,3 +46,20 @@ def atomic_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, *, overwrite: bool = False) -> Path:
+    """Write a file through a temporary sibling renamed into place; refuse an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to replace it (--overwrite / overwrite=True replaces it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path

@@ -148,3 +148,50 @@ def ttt_attention(
         ``[B, H, T, D]`` attention output in q's dtype.
     """
     return _TTTAttention.apply(q, k0, v0, diag_k, diag_v, visible, 1.0 / math.sqrt(q.shape[-1]))
+
+
+class KVCache:
+    """The draft's keys and values at token positions, for drafting (not training).
+
+    Drafting runs the same layer as TTT, one call per chain depth; the keys of every
+    call are appended here with their token positions, so depth j attends to the
+    accepted tokens' step-0 keys and the keys the chain added at depths 1..j: the
+    TTT attention pattern of one slot. :meth:`truncate` drops the drafted keys again.
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None  # [B, KV, N, D]
+        self.values: torch.Tensor | None = None
+        self.positions = torch.empty(0, dtype=torch.long)  # [N]
+
+    def __len__(self) -> int:
+        return int(self.positions.numel())
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> None:
+        self.keys = k if self.keys is None else torch.cat((self.keys, k), dim=2)
+        self.values = v if self.values is None else torch.cat((self.values, v), dim=2)
+        self.positions = torch.cat((self.positions.to(positions.device), positions.view(-1)))
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` entries (the committed tokens), dropping drafted ones."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys[:, :, :length], self.values[:, :, :length]
+        self.positions = self.positions[:length]
+
+
+def position_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """Boolean ``[Tq, Tk]``: a key is visible at or before the query's position and, with a
+    ``window``, fewer than ``window`` positions behind it (the sliding-window convention)."""
+    behind = query_positions[:, None] - key_positions[None, :]
+    visible = behind >= 0
+    return visible & (behind < window) if window is not None else visible
+
+
+def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache,
+                     query_positions: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """Append ``k``/``v`` (at ``query_positions``) to ``cache`` and attend ``q [B, H, Tq, D]`` over it."""
+    cache.append(k, v, query_positions)
+    visible = position_mask(query_positions.view(-1), cache.positions, window)
+    rep = q.shape[1] // cache.keys.shape[1]
+    keys, values = cache.keys.repeat_interleave(rep, dim=1), cache.values.repeat_interleave(rep, dim=1)
+    return torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=visible)

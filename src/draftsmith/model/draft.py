@@ -8,14 +8,15 @@ No biases anywhere: SGLang builds q/k/v without them and would silently drop the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from draftsmith.model.attention import document_mask, ttt_attention
+from draftsmith.model.attention import KVCache, cached_attention, document_mask, ttt_attention
 from draftsmith.model.config import DraftConfig
 from draftsmith.model.rope import RotaryEmbedding, apply_rotary
 
@@ -41,13 +42,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(2 * c.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, c.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, past: tuple[tuple[torch.Tensor, torch.Tensor], ...], visible):
-        """Attention of one TTT step; ``past`` holds the (k, v) of the earlier steps."""
+    def forward(self, x, cos, sin, past: tuple[tuple[torch.Tensor, torch.Tensor], ...] | Callable, visible):
+        """Attention of one TTT step; ``past`` holds the (k, v) of the earlier steps.
+
+        When drafting, ``past`` is instead a function ``(q, k, v) -> out`` that attends over
+        the draft's KV cache (:meth:`Eagle3Draft.decode`); projections and rotary are shared.
+        """
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if callable(past):
+            return self.o_proj(past(q, k, v).transpose(1, 2).reshape(B, T, -1)), (k, v)
         (k0, v0), *diagonal = *past, (k, v)
         diag_k = torch.stack([k for k, _ in diagonal], dim=3) if diagonal else None
         diag_v = torch.stack([v for _, v in diagonal], dim=3) if diagonal else None
@@ -161,6 +168,33 @@ class Eagle3Draft(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary logits of hidden states from :meth:`steps`."""
         return self.lm_head(self.norm(hidden))
+
+    @torch.no_grad()
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: KVCache,
+        *,
+        aux_hidden_states: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        window: int | None = None,
+    ) -> torch.Tensor:
+        """One drafting call of the TTT layer over a KV cache: ``h_next [B, T, H]``.
+
+        With ``aux_hidden_states`` this is step 0 of :meth:`steps` for new slots (``h =
+        fc(aux)``); with ``hidden`` (the previous depth's ``h_next``) it is the next chain
+        depth. ``position_ids [T]`` are the slots' token positions; their keys are appended
+        to ``cache`` and each query sees the cached keys at or before its position (the last
+        ``window`` positions only, when given), which is what the TTT mask lets one slot see.
+        """
+        if (aux_hidden_states is None) == (hidden is None):
+            raise ValueError("decode takes exactly one of aux_hidden_states (step 0) and hidden (a chain depth)")
+        h = self.fc(aux_hidden_states.to(self.fc.weight.dtype)) if hidden is None else hidden
+        positions = position_ids.view(-1)
+        cos, sin = self.rotary(positions.expand(input_ids.shape[0], -1))
+        attend = partial(cached_attention, cache=cache, query_positions=positions, window=window)
+        return self.midlayer(self.embed_tokens(input_ids), h, cos, sin, attend, None)[0]
 
     def unroll(
         self,

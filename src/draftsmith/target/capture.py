@@ -218,8 +218,12 @@ class TargetModel:
 
     @torch.no_grad()
     def capture_aux(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the decoder stack once: ``(aux_hidden_states [B, T, 3H], final normed states [B, T, H])``."""
+                    position_ids: torch.Tensor | None = None, cache=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the decoder stack once: ``(aux_hidden_states [B, T, 3H], final normed states [B, T, H])``.
+
+        ``cache`` (a transformers ``Cache``) makes this an incremental forward after the tokens
+        already in it, as speculative decoding's verification runs.
+        """
         input_ids = self._check_inputs(input_ids, attention_mask)
         captured: dict[int, torch.Tensor] = {}
 
@@ -235,7 +239,8 @@ class TargetModel:
                 attention_mask=attention_mask.to(self.device) if isinstance(attention_mask, torch.Tensor)
                 else attention_mask,
                 position_ids=None if position_ids is None else position_ids.to(self.device),
-                use_cache=False,
+                cache=cache,
+                use_cache=cache is not None,
             )
         finally:
             for handle in handles:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from draftsmith.checkpoint.engine import save_draft
 from draftsmith.data.fingerprint import samples_fingerprint
+from draftsmith.evaluate.card import TrainedDraftFacts, evaluate_after_training, write_model_card
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import draft_token_ids_from_d2t
 from draftsmith.target.registry import load_target_config
@@ -236,6 +237,7 @@ class Trainer:
             final = self.output_dir / "draft"
             if ctx.is_main:
                 save_draft(self.draft, final, overwrite=True)
+                self._finish_draft(final)
             ctx.barrier()
             return final
         finally:
@@ -273,8 +275,23 @@ class Trainer:
                        lr=self.scheduler.get_last_lr()[0], grad_norm=self.grad_norm)
         return summary
 
+    def _finish_draft(self, final: Path) -> None:
+        """Real τ on held-out prompts (``eval.json``, with the live target only) and the model card."""
+        settings, target = self.recipe.evaluation, self.train_supervisor.target
+        tau_real = None
+        if target is not None and settings.prompts and self.val_samples:
+            report = evaluate_after_training(target.model, final, self.val_samples, settings.prompts,
+                                             settings.max_new_tokens, self.cfg.ttt_steps,
+                                             self.output_dir / "eval.json", self.progress_bars)
+            tau_real = report["drafts"][0]["overall"]["tau"]
+            log.info("real τ %s over %d held-out prompts (eval.json), τ_sim %s", tau_real,
+                     report["prompts"]["evaluated"], self.validation.get("tau_sim"))
+        target_path = self.recipe.target.path or self.features.manifest["target_path"]
+        write_model_card(final, TrainedDraftFacts(target_path, self.recipe.data.train, self.cfg.ttt_steps,
+                                                  self.validation.get("tau_sim"), tau_real))
+
     def _validate(self, writer) -> None:
-        metrics = self.evaluate()
+        metrics = self.validation = self.evaluate()
         if metrics and writer:
             writer.write("validation", self.progress.step, metrics)
 
@@ -286,7 +303,7 @@ class Trainer:
 
 
 # Settings that may change between an interrupted run and its resume: they do not alter the weights.
-_COSMETIC = {"target": ("device", "logits_chunk"),
+_COSMETIC = {"target": ("device", "logits_chunk"), "evaluation": ("prompts", "max_new_tokens"),
              "training": ("output_dir", "log_every", "eval_every", "save_every", "keep_last", "tensorboard")}
 
 

@@ -85,11 +85,20 @@ class TrainingSection:
 
 
 @dataclass
+class EvaluationSection:
+    """The real speculative decoding that ends a run (``OUTPUT/eval.json``, the model card's τ)."""
+
+    prompts: int = 8  # held-out validation prompts decoded greedily; 0 skips the evaluation
+    max_new_tokens: int = 64
+
+
+@dataclass
 class Recipe:
     target: TargetSection = field(default_factory=TargetSection)
     data: DataSection = field(default_factory=DataSection)
     draft: DraftSection = field(default_factory=DraftSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     source: str = "<recipe>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +110,7 @@ class Recipe:
 _POSITIVE = {"training.ttt_steps", "training.epochs", "training.micro_batch_size", "training.gradient_accumulation",
              "training.save_every", "training.keep_last", "training.log_every", "data.max_length",
              "draft.draft_vocab_size", "target.logits_chunk", "training.max_steps", "draft.intermediate_size",
-             "draft.max_position_embeddings"}
+             "draft.max_position_embeddings", "evaluation.max_new_tokens"}
 _FRACTIONS = {"data.validation_fraction", "data.max_bad_fraction", "training.min_learning_rate_ratio"}
 
 
@@ -192,6 +201,8 @@ def _validate(recipe: Recipe) -> Recipe:
         raise RecipeError(f"{src}: training.warmup_steps and weight_decay must be >= 0, max_grad_norm > 0")
     if not 0 < training.step_decay <= 1:
         raise RecipeError(f"{src}: training.step_decay must be in (0, 1], got {training.step_decay}")
+    if recipe.evaluation.prompts < 0:
+        raise RecipeError(f"{src}: evaluation.prompts must be >= 0, got {recipe.evaluation.prompts}")
     if draft.aux_layer_ids is not None and len(draft.aux_layer_ids) != 3:
         raise RecipeError(f"{src}: draft.aux_layer_ids must list three layers, got {draft.aux_layer_ids}")
     return recipe
