@@ -60,3 +60,27 @@ def test_recipe_field_reaches_the_draft(tmp_path):
         build_run_draft(recipe_from_dict(base, overrides=['draft.rope_parameters={"rope_type": "dynamic"}']),
                         tiny_gpt_oss_config(), None)
 
+
+def test_experiment_arms_differ_only_where_they_say(tmp_path):
+    """Every trained arm has the same data, steps and tokens per step; rotary and context as labelled."""
+    from draftsmith.demo.rope_experiment import ARMS, SETTINGS, arm_settings, long_chats
+    from draftsmith.demo.run import assets, demo_recipe
+
+    train_file = long_chats(assets() / "train.jsonl", tmp_path / "long.jsonl")
+    shipped = len((assets() / "train.jsonl").read_text().splitlines())
+    assert len(train_file.read_text().splitlines()) == shipped // 4
+    built = {}
+    for arm in ARMS:
+        if arm.trained_as is None:
+            recipe = demo_recipe(tmp_path / arm.name, arm_settings(arm, SETTINGS, train_file))
+            built[arm.name] = (recipe, build_run_draft(recipe, assets() / "target", None).config)
+    for recipe, _ in built.values():
+        assert recipe.data.train == [str(train_file)]
+        assert recipe.training.max_steps == SETTINGS.train_steps
+        assert recipe.data.max_length * recipe.training.micro_batch_size == SETTINGS.max_length * SETTINGS.micro_batch_size
+    rope = {name: config.rope_parameters["rope_type"] for name, (_, config) in built.items()}
+    assert rope == {"a-yarn": "yarn", "b-plain": "default", "c-llama3": "llama3", "e-yarn-long": "yarn"}
+    assert built["b-plain"][1].max_position_embeddings == SETTINGS.max_length
+    assert built["e-yarn-long"][0].data.max_length == 4 * SETTINGS.max_length
+    windowed = [arm for arm in ARMS if arm.trained_as]
+    assert [(arm.trained_as, arm.draft_window) for arm in windowed] == [("b-plain", SETTINGS.max_length)]
