@@ -58,8 +58,8 @@ ARMS = [
     Arm("e-yarn-long", "target's YaRN, trained at 2048", {}, length_factor=4),
 ]
 
-SETTINGS = DemoSettings(train_steps=150, micro_batch_size=8, max_length=SHORT, prompts=6, max_new_tokens=64,
-                        contexts=(0, 512, 1024, 2048, 4096, 7936))
+SETTINGS = DemoSettings(train_steps=100, micro_batch_size=8, max_length=SHORT, prompts=4, max_new_tokens=48,
+                        contexts=(0, 1024, 4096, 7936))
 
 
 def long_chats(source: Path, destination: Path, group: int = 4) -> Path:
