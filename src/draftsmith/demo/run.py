@@ -49,23 +49,25 @@ class DemoSettings:
     prompts: int = 4
     max_new_tokens: int = 64
     contexts: tuple[int, ...] = (0, 2048, 4096, 7936)
-    chats: int | None = None  # use only the first N train / validation chats (None: all)
+    chats: int | None = None  # use only the first N train chats (None: all)
+    validation_chats: int | None = 48  # validation chats for tau_sim and the evaluation's prompts and contexts
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
 FULL = DemoSettings()
 QUICK = DemoSettings(train_steps=2, micro_batch_size=2, max_length=128, draft_vocab_size=256, ttt_steps=3,
-                     prompts=2, max_new_tokens=8, contexts=(0, 600), chats=8)
+                     prompts=2, max_new_tokens=8, contexts=(0, 600), chats=8, validation_chats=8)
 
 
 def chat_files(directory: Path, settings: DemoSettings) -> dict[str, Path]:
-    """The shipped train / validation chats, or their first ``settings.chats`` lines copied under ``directory``."""
+    """The shipped train / validation chats, or as many of their first lines as asked, copied under ``directory``."""
     files = {name: assets() / f"{name}.jsonl" for name in ("train", "validation")}
-    if settings.chats is None:
-        return files
-    (directory / "data").mkdir(parents=True, exist_ok=True)
+    counts = {"train": settings.chats, "validation": settings.validation_chats}
     for name, path in files.items():
-        lines = path.read_text().splitlines(keepends=True)[: settings.chats]
+        if counts[name] is None:
+            continue
+        (directory / "data").mkdir(parents=True, exist_ok=True)
+        lines = path.read_text().splitlines(keepends=True)[: counts[name]]
         files[name] = directory / "data" / path.name
         files[name].write_text("".join(lines))
     return files
