@@ -142,12 +142,12 @@ def test_export_checks_the_draft_against_a_local_verifier(tmp_path, capsys):
 
 
 def test_demo_refuses_an_existing_directory_before_any_work(tmp_path, capsys, monkeypatch):
-    import draftsmith.demo
+    import draftsmith.demo.run
 
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "mine.txt").write_text("keep")
-    monkeypatch.setattr(draftsmith.demo, "byte_level_bpe", lambda *a, **k: pytest.fail("worked before checking"))
-    assert main(["demo", str(tmp_path / "demo")]) == 2
+    monkeypatch.setattr(draftsmith.demo.run, "train", lambda *a, **k: pytest.fail("worked before checking"))
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     assert "refusing to replace it" in capsys.readouterr().err
     assert (tmp_path / "demo" / "mine.txt").read_text() == "keep"
 

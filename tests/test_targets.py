@@ -65,8 +65,8 @@ def test_from_directory_and_dict(tmp_path):
 def test_overrides_and_unknown_override():
     c = draft_config_from_target(GptOssConfig(), intermediate_size=1024, draft_vocab_size=8000)
     assert c.intermediate_size == 1024 and c.draft_vocab_size == 8000
-    with pytest.raises(DraftConfigError, match=r"unknown draft override\(s\) \['rope_parameters'\].*follow the target"):
-        draft_config_from_target(GptOssConfig(), rope_parameters={"rope_type": "default"})
+    with pytest.raises(DraftConfigError, match=r"unknown draft override\(s\) \['vocab_size'\].*follow the target"):
+        draft_config_from_target(GptOssConfig(), vocab_size=1000)
     with pytest.raises(DraftConfigError, match="unknown draft override"):
         draft_config_from_target(GptOssConfig(), hiden_size=3)
 

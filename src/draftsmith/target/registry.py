@@ -3,6 +3,8 @@
 A draft config is *derived* from the target config, never copied from it: hidden size,
 heads, KV heads, head_dim, RoPE and max positions come from the target; everything
 target-only (experts, sliding windows, layer types, biases, quantization) stays behind.
+The rotary schedule can be overridden (``rope_parameters``, ``max_position_embeddings``)
+only to study drafts that rotate differently from their target, as some published ones do.
 """
 
 from __future__ import annotations
@@ -121,8 +123,7 @@ def draft_config_from_target(
         target_num_hidden_layers=num_layers,
         target_model_type=config.model_type,
     )
-    fixed = {"vocab_size", "target_hidden_size", "max_position_embeddings", "rope_parameters",
-             "target_num_hidden_layers", "target_model_type"}
+    fixed = {"vocab_size", "target_hidden_size", "target_num_hidden_layers", "target_model_type"}
     allowed = set(DraftConfig.field_names()) - fixed - {"draft_vocab_size", "aux_layer_ids"}
     unknown = set(overrides) - allowed
     if unknown:
@@ -131,6 +132,10 @@ def draft_config_from_target(
         raise DraftConfigError(
             f"unknown draft override(s) {sorted(unknown)}{hint}; allowed: {', '.join(sorted(allowed))}"
         )
+    rope = overrides.pop("rope_parameters", None)
     values.update(overrides)
+    if rope is not None:  # normalized like the target's, so equal schedules compare equal
+        values["rope_parameters"] = rope_parameters_from_config(
+            {"rope_parameters": dict(rope), "max_position_embeddings": values["max_position_embeddings"]})
     return DraftConfig(**values)
 

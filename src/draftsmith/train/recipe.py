@@ -66,6 +66,9 @@ class DraftSection:
     norm_before_fc: bool = False  # architecture options of a fresh draft (see DraftConfig)
     fc_norm: bool = False
     norm_output: bool = False
+    # The draft's rotary, default the target's; set only to study drafts that rotate differently.
+    rope_parameters: dict | None = None
+    max_position_embeddings: int | None = None
 
 
 @dataclass
@@ -124,7 +127,7 @@ _PATHS = _HUB_OR_PATH | {("data", "train"), ("data", "validation"), ("data", "fe
 _POSITIVE = {"training.ttt_steps", "training.epochs", "training.micro_batch_size", "training.gradient_accumulation",
              "training.save_every", "training.keep_last", "training.log_every", "data.max_length",
              "draft.draft_vocab_size", "target.logits_chunk", "training.max_steps", "draft.intermediate_size",
-             "evaluation.max_new_tokens"}
+             "draft.max_position_embeddings", "evaluation.max_new_tokens"}
 _FRACTIONS = {"data.validation_fraction", "data.max_bad_fraction", "training.min_learning_rate_ratio"}
 
 
@@ -153,6 +156,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(annotation)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if annotation is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{where}: expected true or false, got {value!r}")

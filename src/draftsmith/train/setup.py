@@ -22,9 +22,10 @@ from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
 from draftsmith.data import DataConfig, DataReport, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
 from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft
+from draftsmith.model.rope import RopeConfigError
 from draftsmith.target.capture import TargetLoadOptions, TargetModel
 from draftsmith.target.registry import draft_config_from_target
-from draftsmith.train.recipe import Recipe
+from draftsmith.train.recipe import Recipe, RecipeError
 from draftsmith.vocab_mapping import capped_draft_vocab_size, same_mapping
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,13 @@ def build_run_draft(
         raise ValueError(f"draft.aux_layer_ids {d.aux_layer_ids} differ from the warm-start draft's "
                          f"{list(own)} ({d.init_from})")
     options = {name: getattr(d, name) for name in ("norm_before_fc", "fc_norm", "norm_output") if getattr(d, name)}
-    if d.intermediate_size:
-        options["intermediate_size"] = d.intermediate_size
-    fresh = draft_config_from_target(  # checks the warm start's aux layers against this target too
-        target_config, draft_vocab_size=d.draft_vocab_size, aux_layer_ids=own or d.aux_layer_ids, **options)
+    options.update({name: getattr(d, name) for name in ("intermediate_size", "rope_parameters",
+                                                        "max_position_embeddings") if getattr(d, name) is not None})
+    try:
+        fresh = draft_config_from_target(  # checks the warm start's aux layers against this target too
+            target_config, draft_vocab_size=d.draft_vocab_size, aux_layer_ids=own or d.aux_layer_ids, **options)
+    except RopeConfigError as error:
+        raise RecipeError(f"{recipe.source}: draft.rope_parameters: {error}") from error
     if warm is None:
         return PretrainedDraft(fresh)
     warm.config = dataclasses.replace(
