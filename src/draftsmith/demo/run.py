@@ -21,6 +21,7 @@ from typing import Any
 from draftsmith.atomic import atomic_directory
 from draftsmith.checkpoint.engine import load_draft
 from draftsmith.checkpoint.inspect import inspect_checkpoint, report_lines
+from draftsmith.checkpoint.serve import serve_commands
 from draftsmith.checkpoint.speculators import export_speculators
 from draftsmith.evaluate import EvalSettings, evaluate, format_table, write_json, write_plot
 from draftsmith.evaluate.report import plot_available
@@ -165,10 +166,7 @@ def summary_text(result: DemoResult) -> str:
     lines += [f"engine layout (SGLang, vLLM): {result.draft}",
               f"speculators layout (vLLM):    {result.speculators}",
               f"report and plot:              {result.directory / 'eval.json'}, {result.directory / 'eval.png'}",
-              "serve a draft like this one next to its target:",
-              "  python -m sglang.launch_server --model-path TARGET --speculative-algorithm EAGLE3 "
-              f"--speculative-draft-model-path {result.draft} --speculative-num-steps 7 "
-              "--speculative-eagle-topk 1 --speculative-num-draft-tokens 8",
-              "  vllm serve TARGET --speculative-config "
-              f"'{{\"method\": \"eagle3\", \"model\": \"{result.draft}\", \"num_speculative_tokens\": 7}}'"]
+              "serve a draft like this one next to its target:"]
+    steps = result.evaluation["drafts"][0]["steps"]
+    lines += [f"  {command}" for command in serve_commands("TARGET", result.draft, steps).values()]
     return "\n".join(lines)
