@@ -10,7 +10,8 @@
 #   tests    pytest -m cuda: the lean TTT attention on CUDA against the float64 reference
 #            (values and gradients, fp32 and bf16 autocast, causal and packed documents,
 #            GQA, up to 4,096 tokens) and the whole draft on CUDA against the CPU
-#   demo     draftsmith demo, then a bf16 (autocast) training run of the demo recipe on CUDA
+#   demo     draftsmith demo --quick (its CPU path), then a bf16 (autocast) training run of
+#            examples/tiny-gpt-oss.yaml, the demo recipe, on CUDA
 #   ttt_step benchmarks/ttt_step.py --device cuda at 4K, 16K and 32K tokens: lean vs NeMo
 #            AutoModel when nemo_automodel is importable; fp32 and bf16, gpt-oss-shaped and
 #            attention-heavy drafts; tokens/s, MFU against the GPU's measured matmul peak, memory
@@ -150,13 +151,12 @@ maybe_parallel cuda_tests 120 run_cuda_tests
 
 # ---------------------------------------------------------------------------------- demo
 run_demo() {
-    local device=cuda records=400 target_steps=200 steps=()
+    local device=cuda steps=()
     if [ "$DRY_RUN" = 1 ]; then
-        device=cpu records=24 target_steps=0 steps=(--set training.max_steps=1 --set training.micro_batch_size=4)
+        device=cpu steps=(--set training.max_steps=1 --set training.micro_batch_size=2 --set data.max_length=128)
     fi
-    "$PYTHON" -m draftsmith demo "$WORK/demo" --records $records --target-steps $target_steps || return 1
+    "$PYTHON" -m draftsmith demo --quick --no-progress --out "$WORK/demo" || return 1
     "$PYTHON" -m draftsmith train examples/tiny-gpt-oss.yaml --no-progress \
-        --set target.path="$WORK/demo/target" --set data.train="$WORK/demo/train.jsonl" \
         --set training.output_dir="$WORK/run" --set draft.vocab_file="$WORK/vocab.safetensors" \
         --set target.device=$device --set target.dtype=bfloat16 --set training.bf16=true "${steps[@]}" || return 1
     "$PYTHON" - "$WORK/run/metrics.jsonl" <<'EOF'
