@@ -9,13 +9,14 @@ from draftsmith import build_draft, load_draft
 from draftsmith.cli import main
 from draftsmith.evaluate import (DraftUnderTest, EvalSettings, PromptSet, evaluate, evaluate_prompts, plot_series,
                                  trained_steps)
-from draftsmith.evaluate.prompts import Prompt
+from draftsmith.data.conversation import parse_conversation
+from draftsmith.evaluate.prompts import Prompt, render_prompt, with_context
 from draftsmith.evaluate.report import plot_available
 from draftsmith.target.capture import TargetMismatchError, TargetModel
 from draftsmith.train.loop import train
 from draftsmith.train.recipe import load_recipe
 from tiny_models import save_tiny_target, tiny_gpt_oss_config
-from tiny_tokenizers import save_tiny_tokenizer
+from tiny_tokenizers import load_tiny_tokenizer, save_tiny_tokenizer
 from train_workspace import make_workspace, write_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -132,3 +133,26 @@ def test_training_ends_with_a_real_evaluation_and_a_model_card(tmp_path):
     assert "--speculative-algorithm EAGLE3" in card and "--speculative-num-steps 3" in card
     assert '"num_speculative_tokens": 3' in card and str(root / "target") in card
     load_draft(final)  # the card does not disturb the checkpoint
+
+
+@pytest.mark.parametrize("position", [0, 40, 150, 400, 5000])
+def test_context_holds_the_most_earlier_conversations_that_fit(tmp_path, position):
+    """The prompt at a grid position carries as many earlier conversations as fit, checked by counting up one by one."""
+    tokenizer = load_tiny_tokenizer("harmony", tmp_path / "tok")
+    conversations = [parse_conversation({"messages": [{"role": "system", "content": "Be brief."},
+                                                      {"role": "user", "content": f"question {i} " + "word " * (i % 4)},
+                                                      {"role": "assistant", "content": f"answer {i}"}]}, f"x:{i}")
+                     for i in range(5)]
+    got = with_context(conversations, 2, tokenizer, position)
+    others = conversations[3:] + conversations[:2]
+    system, own = list(conversations[2].messages[:1]), list(conversations[2].messages[1:2])
+
+    def naive(count):
+        history = [m for k in range(count) for m in others[k % len(others)].messages[1:]]
+        return render_prompt(system + history + own, tokenizer)
+
+    count = 0
+    while len(naive(count + 1)) <= position:
+        count += 1
+    assert got == naive(count)
+    assert len(got) <= position or count == 0

@@ -96,15 +96,24 @@ def with_context(conversations: list[Conversation], index: int, tokenizer: Any, 
         history = [m for c in chosen for m in c.messages if m.role not in ("system", "developer")]
         return render_prompt(system + history + rest, tokenizer, own.tools)
 
-    low, high = 0, position if others else 0  # the most conversations whose render fits (lengths grow with count)
-    best = render(0)
-    while low < high:
-        middle = (low + high + 1) // 2
+    if not others:
+        return render(0)
+    # The most conversations whose render fits: lengths grow with the count, so double the count
+    # until the render no longer fits, then bisect between the last fit and the first miss.
+    low, best, high = 0, render(0), 1
+    while high <= position:
+        ids = render(high)
+        if len(ids) > position:
+            break
+        low, best, high = high, ids, 2 * high
+    high = min(high, position + 1)
+    while high - low > 1:
+        middle = (low + high) // 2
         ids = render(middle)
         if len(ids) <= position:
             low, best = middle, ids
         else:
-            high = middle - 1
+            high = middle
     return best
 
 
