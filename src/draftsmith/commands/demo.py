@@ -19,22 +19,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rope-experiment", action="store_true",
                         help="train drafts with different rotaries at a short context and compare their real "
                              "acceptance by context position out to the target's full context")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (draft initialization and data order); a second seed shows the noise")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from draftsmith.demo.rope_experiment import DEFAULT_OUT as ROPE_OUT
+    from draftsmith.demo.rope_experiment import SETTINGS as ROPE_SETTINGS
     from draftsmith.demo.rope_experiment import run_rope_experiment
     from draftsmith.demo.run import DEFAULT_OUT, FULL, QUICK, run_demo, summary_text
 
     if args.rope_experiment:
         if args.quick:
             raise ValueError("--quick and --rope-experiment do not combine")
-        table = run_rope_experiment(args.out or ROPE_OUT, overwrite=args.overwrite, progress=not args.no_progress)
+        table = run_rope_experiment(args.out or ROPE_OUT, settings=replace(ROPE_SETTINGS, seed=args.seed),
+                                    overwrite=args.overwrite, progress=not args.no_progress)
         print(table)
         return 0
-    result = run_demo(args.out or DEFAULT_OUT, settings=QUICK if args.quick else FULL, overwrite=args.overwrite,
-                      progress=not args.no_progress)
+    result = run_demo(args.out or DEFAULT_OUT, settings=replace(QUICK if args.quick else FULL, seed=args.seed),
+                      overwrite=args.overwrite, progress=not args.no_progress)
     print(summary_text(result))
     return 0

@@ -52,6 +52,7 @@ class DemoSettings:
     contexts: tuple[int, ...] = (0, 2048, 4096, 7936)
     chats: int | None = None  # use only the first N train chats (None: all)
     validation_chats: int | None = 48  # validation chats for tau_sim and the evaluation's prompts and contexts
+    seed: int = 0  # the draft's initialization and data order; another seed measures run-to-run noise
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,7 +87,7 @@ def demo_recipe(directory: Path, settings: DemoSettings) -> Recipe:
                      "max_steps": settings.train_steps, "micro_batch_size": settings.micro_batch_size,
                      "learning_rate": settings.learning_rate, "warmup_steps": max(1, settings.train_steps // 20),
                      "min_learning_rate_ratio": 0.1, "bf16": False, "log_every": 10,
-                     "save_every": 10 * settings.train_steps, "seed": 0},
+                     "save_every": 10 * settings.train_steps, "seed": settings.seed},
         "evaluation": {"prompts": 0},  # the demo measures the draft itself, at every context position
     }
     for dotted, value in settings.overrides.items():

@@ -40,11 +40,15 @@ class TargetLoadOptions:
     """How to load a target.
 
     ``dtype`` is a torch dtype, its name (``"bfloat16"``) or ``"auto"`` (the checkpoint's own).
+    ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"``) spreads the layers over the
+    visible GPUs through accelerate instead of putting the whole target on ``device``, for a
+    target larger than one GPU.
     ``logits_chunk`` bounds how many positions go through ``lm_head`` at once.
     """
 
     dtype: torch.dtype | str = "auto"
     device: str | torch.device = "cpu"
+    device_map: str | None = None
     trust_remote_code: bool = False
     logits_chunk: int = DEFAULT_LOGITS_CHUNK
 
@@ -114,15 +118,19 @@ class TargetModel:
         The architecture is checked from the config before any weight is read, so an
         unsupported model fails fast with the registry's list of supported families.
         Weights go straight to ``options.device`` when ``accelerate`` is installed
-        (a device map); otherwise they are loaded on the CPU and moved.
+        (a device map); otherwise they are loaded on the CPU and moved. With
+        ``options.device_map`` accelerate places the layers itself.
         """
         options = options or TargetLoadOptions()
         target_family(load_target_config(path))
         kwargs: dict = dict(dtype=resolve_dtype(options.dtype), trust_remote_code=options.trust_remote_code)
+        accelerate = importlib.util.find_spec("accelerate") is not None
+        if options.device_map is not None and not accelerate:
+            raise ImportError("a target device_map needs accelerate: pip install 'draftsmith[sharded]'")
         device = torch.device(options.device)
-        direct = device.type != "cpu" and importlib.util.find_spec("accelerate") is not None
+        direct = options.device_map is not None or (device.type != "cpu" and accelerate)
         if direct:
-            kwargs["device_map"] = {"": device}
+            kwargs["device_map"] = options.device_map or {"": device}
         model = AutoModelForCausalLM.from_pretrained(os.fspath(path), **kwargs)
         if not direct:
             model = model.to(device)
@@ -154,7 +162,13 @@ class TargetModel:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs go and aux states are gathered: the first layer's device under a device map."""
         return self.model.device
+
+    @property
+    def output_device(self) -> torch.device:
+        """Where ``lm_head`` lives, so supervision runs there (the last GPU under a device map)."""
+        return self.model.get_output_embeddings().weight.device
 
     def check_draft(self, draft: DraftConfig) -> None:
         """Refuse a draft config built for another target (sizes, vocab, aux layers)."""
@@ -239,7 +253,7 @@ class TargetModel:
         missing = [k for k in self.aux_layer_ids if k not in captured]
         if missing:
             raise RuntimeError(f"aux layers {missing} did not run in {type(self.model).__name__}'s forward")
-        aux = torch.cat([captured[k] for k in self.aux_layer_ids], dim=-1)
+        aux = torch.cat([captured[k].to(self.device) for k in self.aux_layer_ids], dim=-1)
         return aux, outputs.last_hidden_state
 
     @torch.no_grad()
@@ -250,14 +264,15 @@ class TargetModel:
         Each chunk's logits are ``lm_head`` in the model's dtype (as the target computes
         them), upcast to fp32, so one chunk of full-vocabulary fp32 logits is alive at a time.
         """
-        ids = self.validate_draft_token_ids(draft_token_ids)
-        in_vocab_table = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+        device = self.output_device
+        ids = self.validate_draft_token_ids(draft_token_ids).to(device)
+        in_vocab_table = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
         in_vocab_table[ids] = True
         lm_head = self.model.get_output_embeddings()
         batch, length, hidden = final_hidden.shape
-        flat = final_hidden.reshape(batch * length, hidden)
-        probs = torch.empty(batch * length, ids.numel(), dtype=torch.float32, device=self.device)
-        argmax = torch.empty(batch * length, dtype=torch.long, device=self.device)
+        flat = final_hidden.reshape(batch * length, hidden).to(device)
+        probs = torch.empty(batch * length, ids.numel(), dtype=torch.float32, device=device)
+        argmax = torch.empty(batch * length, dtype=torch.long, device=device)
         for start in range(0, flat.shape[0], self.logits_chunk):
             stop = start + self.logits_chunk
             logits = lm_head(flat[start:stop]).float()

@@ -34,7 +34,7 @@ from draftsmith.train.batches import epoch_order, evaluation_batches, rank_micro
 from draftsmith.train.distributed import DistContext, init_distributed, shutdown
 from draftsmith.train.features import FeatureSet, check_manifest, read_manifest, vocab_fingerprint
 from draftsmith.train.objective import StepStats, TokenBatch, step_weights, trained_counts, ttt_objective
-from draftsmith.train.recipe import Recipe, check_inputs
+from draftsmith.train.recipe import Recipe, RecipeError, check_inputs
 from draftsmith.train.setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
                                     load_warm_start, vocab_mapping)
 from draftsmith.train.state import (Progress, check_resumable, list_checkpoints, load_training_state,
@@ -132,6 +132,9 @@ class Trainer:
         self.output_dir = Path(self.cfg.output_dir)
         self.resume_from = check_output_dir(self.output_dir, resume)
         check_inputs(recipe)
+        if recipe.target.device_map is not None and recipe.data.features is None:
+            raise RecipeError(f"{recipe.source}: target.device_map is for `draftsmith prepare`, which spreads the "
+                              f"target over one node's GPUs; train from the features it writes (data.features)")
         if self.cfg.tensorboard:
             _require_tensorboard()  # on every rank, before any collective can wait for a failed rank 0
         self.context = init_distributed(recipe.target.device)

@@ -14,6 +14,7 @@ that the device does), in a second, still cheap step before any model or data lo
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import types
 import typing
@@ -38,6 +39,7 @@ class TargetSection:
     path: str | None = None
     dtype: str = "bfloat16"
     device: str | None = None  # default: cuda when available, else cpu
+    device_map: Literal["auto", "balanced", "sequential"] | None = None  # prepare: spread over this node's GPUs
     trust_remote_code: bool = False
     logits_chunk: int = 512  # positions per lm_head chunk (full-vocab logits are never held at once)
 
@@ -231,6 +233,9 @@ def _validate(recipe: Recipe) -> Recipe:
         except (RuntimeError, ValueError):
             raise RecipeError(f"{src}: target.device: {recipe.target.device!r} is not a device "
                               f"(cpu, cuda, cuda:1, ...)") from None
+    if recipe.target.device_map is not None and recipe.target.device is not None:
+        raise RecipeError(f"{src}: target.device_map and target.device exclude each other: the map places the "
+                          f"target's layers, the device holds all of it")
     if recipe.evaluation.prompts < 0:
         raise RecipeError(f"{src}: evaluation.prompts must be >= 0, got {recipe.evaluation.prompts}")
     return recipe
@@ -272,6 +277,9 @@ def check_inputs(recipe: Recipe) -> None:
         why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise RecipeError(f"{src}: target.device is {device!r}, but {why}; set target.device: cpu "
                           f"(or install a CUDA build of torch)")
+    if recipe.target.device_map is not None and importlib.util.find_spec("accelerate") is None:
+        raise RecipeError(f"{src}: target.device_map needs accelerate, which is not installed; "
+                          f"pip install 'draftsmith[sharded]'")
     if recipe.data.features is not None:
         if not Path(recipe.data.features).is_dir():
             raise RecipeError(f"{src}: data.features: no such directory {recipe.data.features}")

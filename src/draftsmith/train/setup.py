@@ -153,7 +153,7 @@ def load_warm_start(recipe: Recipe) -> Eagle3Draft | None:
 
 
 def load_target(recipe: Recipe, draft: Eagle3Draft, device: torch.device) -> TargetModel:
-    options = TargetLoadOptions(dtype=recipe.target.dtype, device=device,
+    options = TargetLoadOptions(dtype=recipe.target.dtype, device=device, device_map=recipe.target.device_map,
                                 trust_remote_code=recipe.target.trust_remote_code,
                                 logits_chunk=recipe.target.logits_chunk)
     target = TargetModel.from_pretrained(recipe.target.path, draft.config.aux_layer_ids, options)
