@@ -75,8 +75,15 @@ def iter_samples(
     Records the template rejects are bad records; a template that cannot mask assistant
     turns at all raises ``ChatTemplateError`` at once, since no record would survive it.
     """
+    check_chat_template(tokenizer, config.render)
+    yield from fit_samples(conversations, tokenizer, config, report)
+
+
+def fit_samples(
+    conversations: Iterable[Conversation], tokenizer: Any, config: DataConfig, report: DataReport
+) -> Iterator[Sample]:
+    """:func:`iter_samples` without the template probe: what each store worker runs on its share."""
     render = config.render
-    check_chat_template(tokenizer, render)
     for conversation in conversations:
         try:
             sample = tokenize_conversation(conversation, tokenizer, render)
