@@ -1,8 +1,9 @@
 """From data files to training samples in one call: read, render, mask, fit to length, pack.
 
-``build_dataset(sources, tokenizer, DataConfig(...))`` is the trainer's entry point; it
-returns the samples and a :class:`DataReport`, and raises ``BadRecordError`` when bad records
-pass ``max_bad_fraction``. ``iter_samples`` is the streaming form the vocabulary count uses.
+``build_dataset(sources, tokenizer, DataConfig(...))`` returns the samples as Python lists and
+a :class:`DataReport`, and raises ``BadRecordError`` when bad records pass
+``max_bad_fraction``: the in-memory form for small data. Training goes through the on-disk
+store (:mod:`draftsmith.data.store`), whose workers run :func:`fit_samples` on their share.
 """
 
 from __future__ import annotations
