@@ -279,3 +279,18 @@ def test_an_explicit_vocab_file_is_never_overwritten(workspace):
     with pytest.raises(ValueError, match="draft vocab size 200 in the file, 100 now; it is never overwritten"):
         Trainer(recipe)
     assert path.read_bytes() == before
+
+
+def test_token_budget_batches_and_loader_workers(workspace):
+    """A max_tokens run trains; reading through two DataLoader workers gives the same weights as reading
+    in the loop's process; both runs map the one sample store rendered by the first."""
+    budget = {"max_steps": 2, "micro_batch_size": None, "max_tokens": 384}
+    inline = train(load_recipe(write_recipe(workspace, "budget-0", training=budget)), progress=False)
+    workers = train(load_recipe(write_recipe(workspace, "budget-2", training={**budget, "dataloader_workers": 2})),
+                    progress=False)
+    a, b = load_file(inline / "model.safetensors"), load_file(workers / "model.safetensors")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    first = read_metrics(workspace / "budget-0")[0]
+    assert first["tokens_per_s"] > 0
+    stores = list((Path(os.environ["XDG_CACHE_HOME"]) / "draftsmith" / "data").iterdir())
+    assert len(stores) == 1 and (stores[0] / "meta.json").is_file()
