@@ -55,7 +55,7 @@ def test_store_holds_what_the_in_memory_path_renders(tmp_path, tokenizer, data):
     assert len(store) == len(samples) == 30
     assert [store.sample(i) for i in range(len(store))] == samples
     assert store.lengths.tolist() == [len(s) for s in samples]
-    assert store.input_ids.dtype == np.uint16 and store.loss_mask.dtype == np.uint8
+    assert store.dtype == np.uint16 and (store.directory / "input_ids.bin").stat().st_size == 2 * store.num_tokens
     assert store.report.to_dict() == report.to_dict()
     assert store.report.counts() == {"malformed_json": 1, "no_assistant_turn": 1}
     assert store.report.skipped["malformed_json"][0].startswith(f"{data}:7 ")

@@ -1,10 +1,13 @@
-"""A compact on-disk store of tokenized conversations: rendered once, in parallel, memory-mapped.
+"""A compact on-disk store of tokenized conversations: rendered once, in parallel, read by offset.
 
 Why: as Python lists a 2,048-token sample costs about 189 KB (every int a boxed object), so
 a 300K-conversation corpus does not fit in memory, and each rank and each pass (vocabulary,
 training) rendered it again. The store holds every conversation after the length policy as
 flat arrays, written once per tokenizer, data and settings, and read by every rank and epoch
-through ``np.memmap`` (pages come from the OS page cache, shared between processes):
+at random. Offsets and sources are memory-mapped (16 bytes and a ``file:line`` per sample);
+token arrays are read with ``pread``, through the same OS page cache shared by all ranks,
+because mapped pages that a pass has touched count as each rank's resident memory and would
+grow it with the corpus (3 bytes per token of the corpus, per rank):
 
 - ``input_ids.bin``: all token ids back to back, ``uint16`` when the tokenizer has at most
   65,536 tokens, else ``int32``;
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 FORMAT = "draftsmith-samples/1"
 META = "meta.json"
 CHUNK = 256  # conversations per worker task: large enough to amortize pickling, small enough to keep order cheap
-COUNT_CHUNK = 1 << 24  # tokens per bincount pass, so counting never holds the whole store in memory
+COUNT_CHUNK = 1 << 22  # tokens per bincount pass, so counting never holds the whole store in memory
 
 
 def default_cache_dir() -> Path:
@@ -80,9 +83,9 @@ def token_dtype(tokenizer: Any) -> np.dtype:
 
 
 class SampleStore:
-    """One built store, memory-mapped: random access to single-conversation samples.
+    """One built store: random access to single-conversation samples.
 
-    Pickles as its directory, so ``DataLoader`` workers reopen the maps instead of copying them.
+    Pickles as its directory, so ``DataLoader`` workers reopen it instead of copying it.
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -94,17 +97,33 @@ class SampleStore:
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {self.meta.get('format')!r}, expected {FORMAT!r}")
         self.report = DataReport.from_dict(self.meta["report"])
-        self.input_ids = self._map("input_ids.bin", np.dtype(self.meta["dtype"]))
-        self.loss_mask = self._map("loss_mask.bin", np.dtype(np.uint8))
+        self.dtype = np.dtype(self.meta["dtype"])
         self.offsets = self._map("offsets.bin", np.dtype(np.int64))
         self._sources = self._map("sources.bin", np.dtype(np.uint8))
         self._source_offsets = self._map("source_offsets.bin", np.dtype(np.int64))
+        self._files = {name: os.open(self.directory / name, os.O_RDONLY) for name in ("input_ids.bin", "loss_mask.bin")}
 
     def _map(self, name: str, dtype: np.dtype) -> np.ndarray:
         path = self.directory / name
         if path.stat().st_size == 0:  # an empty file cannot be mapped
             return np.zeros(0, dtype)
         return np.memmap(path, dtype=dtype, mode="r")
+
+    def _read(self, name: str, dtype: np.dtype, start: int, stop: int) -> np.ndarray:
+        """Tokens ``[start, stop)`` of a token file, read (not mapped) so that a pass over the store
+        leaves its pages in the shared page cache instead of in this process's resident memory."""
+        raw = os.pread(self._files[name], (stop - start) * dtype.itemsize, start * dtype.itemsize)
+        return np.frombuffer(raw, dtype)
+
+    def input_ids(self, start: int, stop: int) -> np.ndarray:
+        return self._read("input_ids.bin", self.dtype, start, stop)
+
+    def loss_mask(self, start: int, stop: int) -> np.ndarray:
+        return self._read("loss_mask.bin", np.dtype(np.uint8), start, stop)
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_files", {}).values():
+            os.close(handle)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": str(self.directory)}
@@ -137,8 +156,8 @@ class SampleStore:
         return bytes(self._sources[start:stop]).decode("utf-8")
 
     def sample(self, index: int) -> Sample:
-        start, stop = self.offsets[index], self.offsets[index + 1]
-        return Sample.single(self.input_ids[start:stop].tolist(), self.loss_mask[start:stop].tolist(),
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        return Sample.single(self.input_ids(start, stop).tolist(), self.loss_mask(start, stop).tolist(),
                              self.source(index))
 
     def token_counts(self, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,8 +165,8 @@ class SampleStore:
         supervised = np.zeros(vocab_size, np.int64)
         seen = np.zeros(vocab_size, np.int64)
         for start in range(0, self.num_tokens, COUNT_CHUNK):
-            ids = np.asarray(self.input_ids[start:start + COUNT_CHUNK])
-            mask = np.asarray(self.loss_mask[start:start + COUNT_CHUNK]).astype(bool)
+            stop = min(start + COUNT_CHUNK, self.num_tokens)
+            ids, mask = self.input_ids(start, stop), self.loss_mask(start, stop).astype(bool)
             top = int(ids.max())
             if top >= vocab_size:
                 where = start + int(np.argmax(ids >= vocab_size))
