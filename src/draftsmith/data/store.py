@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -102,6 +103,7 @@ class SampleStore:
         self._sources = self._map("sources.bin", np.dtype(np.uint8))
         self._source_offsets = self._map("source_offsets.bin", np.dtype(np.int64))
         self._files = {name: os.open(self.directory / name, os.O_RDONLY) for name in ("input_ids.bin", "loss_mask.bin")}
+        weakref.finalize(self, _close, list(self._files.values()))
 
     def _map(self, name: str, dtype: np.dtype) -> np.ndarray:
         path = self.directory / name
@@ -120,10 +122,6 @@ class SampleStore:
 
     def loss_mask(self, start: int, stop: int) -> np.ndarray:
         return self._read("loss_mask.bin", np.dtype(np.uint8), start, stop)
-
-    def __del__(self) -> None:
-        for handle in getattr(self, "_files", {}).values():
-            os.close(handle)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": str(self.directory)}
@@ -186,6 +184,11 @@ class SampleStore:
             raise ValueError("packing needs max_length")
         starts = pack_starts(self.lengths.tolist(), max_length, self.source)
         return StoreView(self, indices, np.asarray(starts + [len(self)], dtype=np.int64))
+
+
+def _close(handles: list[int]) -> None:
+    for handle in handles:
+        os.close(handle)
 
 
 class StoreView(Sequence[Sample]):
