@@ -385,7 +385,9 @@ class Trainer:
 
 # Settings that may change between an interrupted run and its resume: they do not alter the weights.
 _COSMETIC = {"target": ("device", "logits_chunk"), "evaluation": ("prompts", "max_new_tokens"),
-             "training": ("output_dir", "log_every", "eval_every", "save_every", "keep_last", "tensorboard")}
+             "data": ("cache_dir", "num_workers"),
+             "training": ("output_dir", "log_every", "eval_every", "save_every", "keep_last", "tensorboard",
+                          "dataloader_workers")}
 
 
 def _determining_settings(recipe: Recipe) -> dict[str, Any]:

@@ -60,21 +60,25 @@ def build_samples(recipe: Recipe, tokenizer: Any, progress: bool, context: DistC
     """Train and validation samples; without validation files, a seeded holdout of the train set.
 
     Each file set is rendered once into its sample store (rank 0 first; the other ranks wait at
-    a barrier, then map the same store, or build their own when ``data.cache_dir`` is not shared
+    a barrier, then open the same store, or build their own when ``data.cache_dir`` is not shared
     with rank 0). The vocabulary is counted from the same store.
     """
     config = data_config(recipe)
 
-    def store(files: list[str]) -> SampleStore:
-        return build_store(files, tokenizer, config, recipe.data.cache_dir, num_workers=recipe.data.num_workers,
-                           progress=progress)
+    def stores() -> tuple[SampleStore, SampleStore | None]:
+        def store(files: list[str]) -> SampleStore:
+            return build_store(files, tokenizer, config, recipe.data.cache_dir,
+                               num_workers=recipe.data.num_workers, progress=progress)
+        return store(recipe.data.train), store(recipe.data.validation) if recipe.data.validation else None
 
-    if not context.is_main:
-        context.barrier()  # rank 0 renders first; the others then find its store
-    train_store = store(recipe.data.train)
-    validation_store = store(recipe.data.validation) if recipe.data.validation else None
     if context.is_main:
+        try:
+            train_store, validation_store = stores()
+        finally:  # release the waiting ranks even when the data fails: they then meet the same error
+            context.barrier()
+    else:
         context.barrier()
+        train_store, validation_store = stores()
     train = train_store.view(config.pack, config.max_length)
     if validation_store is not None:
         return RenderedData(train_store, train, validation_store.view(config.pack, config.max_length))
