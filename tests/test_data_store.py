@@ -153,7 +153,7 @@ def test_a_store_someone_else_published_first_is_kept(tmp_path):
 
 def test_parallel_workers_write_the_same_bytes(tmp_path, tokenizer, data):
     one = build_store(data, tokenizer, CONFIG, tmp_path / "one", num_workers=1)
-    two = build_store(data, tokenizer, CONFIG, tmp_path / "two", num_workers=2, chunk_size=4)
+    two = build_store(data, tokenizer, CONFIG, tmp_path / "two", num_workers=2, chunk_size=1)  # 30 chunks: a pool
     for name in FILES:
         assert (one.directory / name).read_bytes() == (two.directory / name).read_bytes(), name
 
