@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 FORMAT = "draftsmith-samples/1"
 META = "meta.json"
 CHUNK = 256  # conversations per worker task: large enough to amortize pickling, small enough to keep order cheap
-# Data of at most this many chunks (4,096 conversations) renders in-process: spawning workers costs
-# seconds (each imports torch and transformers), more than they save on small data.
+# The first chunks (4,096 conversations) render in this process, the rest in worker processes:
+# spawning workers costs seconds (each imports torch and transformers), more than they save on
+# small data, and holding chunks back to decide would cost memory.
 IN_PROCESS_CHUNKS = 16
 COUNT_CHUNK = 1 << 22  # tokens per bincount pass, so counting never holds the whole store in memory
 
@@ -318,8 +319,8 @@ def build_store(
 ) -> SampleStore:
     """The store of ``sources`` under ``cache_dir`` (default :func:`default_cache_dir`): reused when one
     with the same key exists, else rendered once by ``num_workers`` spawned processes (default
-    :func:`default_num_workers`; data of at most ``IN_PROCESS_CHUNKS`` chunks of ``chunk_size``
-    conversations renders in this process).
+    :func:`default_num_workers`; the first ``IN_PROCESS_CHUNKS`` chunks of ``chunk_size``
+    conversations render in this process, so small data never starts a worker).
 
     The data report of the build is stored with it, logged, and checked against today's
     ``config.max_bad_fraction`` (``BadRecordError`` past it), for a reused store too.
@@ -352,21 +353,16 @@ def _render_into(staging: Path, sources: Source | list[Source], tokenizer: Any, 
     writer = _Writer(staging)
     conversations = tqdm(iter_conversations(sources, report), desc="rendering", unit="conv", disable=not progress)
     chunks = _chunks(conversations, chunk_size)
-    head = list(islice(chunks, IN_PROCESS_CHUNKS + 1))
-    if workers == 1 or len(head) <= IN_PROCESS_CHUNKS:
-        for chunk in head:
-            writer.add(_render_chunk(chunk, tokenizer, config, dtype), report)
-        for chunk in chunks:
-            writer.add(_render_chunk(chunk, tokenizer, config, dtype), report)
-    else:
+    for chunk in islice(chunks, IN_PROCESS_CHUNKS if workers > 1 else None):
+        writer.add(_render_chunk(chunk, tokenizer, config, dtype), report)
+    rest = next(chunks, None)
+    if rest is not None:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(tokenizer, config, dtype.str)) as pool:
-            pending: deque[Future[_Chunk]] = deque()
-            for chunk in head:
-                pending.append(pool.submit(_render_in_worker, chunk))
+            pending: deque[Future[_Chunk]] = deque([pool.submit(_render_in_worker, rest)])
             for chunk in chunks:
                 pending.append(pool.submit(_render_in_worker, chunk))
-                if len(pending) > max(2 * workers, len(head)):  # bounded read-ahead: memory stays flat
+                if len(pending) > 2 * workers:  # bounded read-ahead: memory stays flat in corpus size
                     writer.add(pending.popleft().result(), report)
             while pending:
                 writer.add(pending.popleft().result(), report)
