@@ -1,6 +1,7 @@
-"""The benchmark scripts' plumbing: gpu_check.sh's dry run, and ttt_step.py's FLOP count."""
+"""The benchmark scripts' plumbing: gpu_check.sh's dry run, ttt_step.py's FLOP count, the data benchmark's inputs."""
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+import data_bench  # noqa: E402
+import synthetic_chats  # noqa: E402
 import ttt_step  # noqa: E402
 
 
@@ -48,3 +51,23 @@ def test_step_flops_match_torch_flop_counter():
     assert counted == matmul + recomputed_lm_head
     pairs = sum(T * (T + 1) / 2 + T * j for j in range(a.steps))  # causal keys plus j diagonal keys per query
     assert attention == a.batch * a.heads * 12 * a.head_dim * pairs
+
+
+def test_synthetic_chats_are_deterministic_conversations(tmp_path):
+    a = synthetic_chats.write_chats(tmp_path / "a.jsonl", 20)
+    b = synthetic_chats.write_chats(tmp_path / "b.jsonl", 20)
+    other = synthetic_chats.write_chats(tmp_path / "c.jsonl", 20, seed=1)
+    assert a.read_bytes() == b.read_bytes() != other.read_bytes()
+    from draftsmith.data import parse_conversation
+
+    for line in a.read_text().splitlines():
+        roles = [m.role for m in parse_conversation(json.loads(line)).messages]
+        assert roles[-1] == "assistant" and roles.count("assistant") in (1, 2, 3)
+
+
+def test_data_bench_paths_measure_the_same_samples(tmp_path):
+    data = synthetic_chats.write_chats(tmp_path / "chats.jsonl", 30)
+    lists = data_bench.measure("lists", str(data), str(tmp_path / "cache"), 1, 0)
+    store = data_bench.measure("store", str(data), str(tmp_path / "cache"), 1, 0)
+    assert lists["samples"] == store["samples"] == 30 and lists["tokens"] == store["tokens"]
+    assert store["disk_bytes"] > 3 * store["tokens"]  # uint16 ids + uint8 mask, plus offsets and sources

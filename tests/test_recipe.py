@@ -83,6 +83,12 @@ def test_set_overrides_are_typed(tmp_path):
     ({"training": {"step_decay": 1.5}}, r"step_decay must be in \(0, 1\]"),
     ({"target": {"path": "t", "dtype": "bf16"}}, r"target.dtype: 'bf16' is not one of"),
     ({"target": {"path": "t", "device": "gpu0"}}, r"target.device: 'gpu0' is not a device"),
+    ({"training": {"max_tokens": 8192, "micro_batch_size": 4}},
+     "training.max_tokens and training.micro_batch_size are mutually exclusive"),
+    ({"training": {"max_tokens": 1024}}, r"training.max_tokens \(1024\) must be at least data.max_length \(4096\)"),
+    ({"training": {"max_tokens": 0}}, "training.max_tokens: must be positive"),
+    ({"data": {"train": ["t.jsonl"], "num_workers": 0}}, "data.num_workers: must be positive"),
+    ({"training": {"dataloader_workers": -1}}, "training.dataloader_workers must be >= 0"),
 ])
 def test_bad_recipes_name_the_key(tmp_path, change, message):
     recipe = {k: dict(v) for k, v in GOOD.items()}
@@ -90,6 +96,14 @@ def test_bad_recipes_name_the_key(tmp_path, change, message):
         recipe.setdefault(section, {}).update(values)
     with pytest.raises(RecipeError, match=message):
         load_recipe(_write(tmp_path, recipe))
+
+
+def test_a_micro_batch_is_one_sample_unless_a_token_budget_is_set(tmp_path):
+    assert load_recipe(_write(tmp_path, GOOD)).training.micro_batch_size == 1
+    budget = load_recipe(_write(tmp_path, GOOD), ["training.max_tokens=8192"]).training
+    assert budget.max_tokens == 8192 and budget.micro_batch_size is None
+    recipe = load_recipe(_write(tmp_path, {**GOOD, "data": {"train": ["t.jsonl"], "cache_dir": "cache"}}))
+    assert recipe.data.cache_dir == str(tmp_path / "cache")  # relative to the recipe, as every path
 
 
 def test_bad_override_syntax(tmp_path):

@@ -183,7 +183,8 @@ def test_resume_refuses_a_changed_recipe(workspace, monkeypatch):
         with pytest.raises(ValueError, match="different recipe.training.learning_rate"):
             Trainer(load_recipe(path, ["training.learning_rate=1e-3"]), resume=True)
     (workspace / "changed" / "checkpoints" / ".step-00000009.tmp-dead").mkdir()
-    trainer = Trainer(load_recipe(path, ["training.log_every=2"]), resume=True)  # cosmetic changes are fine
+    cosmetic = ["training.log_every=2", "training.dataloader_workers=1", "data.num_workers=1"]
+    trainer = Trainer(load_recipe(path, cosmetic), resume=True)  # cosmetic changes are fine
     assert trainer.progress.step == 4
     assert not list((workspace / "changed" / "checkpoints").glob(".step-*"))  # a killed save's leftovers go
 
@@ -279,3 +280,40 @@ def test_an_explicit_vocab_file_is_never_overwritten(workspace):
     with pytest.raises(ValueError, match="draft vocab size 200 in the file, 100 now; it is never overwritten"):
         Trainer(recipe)
     assert path.read_bytes() == before
+
+
+def test_token_budget_batches_and_loader_workers(workspace):
+    """A max_tokens run trains; reading through two DataLoader workers gives the same weights as reading
+    in the loop's process; both runs map the one sample store rendered by the first."""
+    budget = {"max_steps": 2, "micro_batch_size": None, "max_tokens": 384}
+    inline = train(load_recipe(write_recipe(workspace, "budget-0", training=budget)), progress=False)
+    workers = train(load_recipe(write_recipe(workspace, "budget-2", training={**budget, "dataloader_workers": 2})),
+                    progress=False)
+    a, b = load_file(inline / "model.safetensors"), load_file(workers / "model.safetensors")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    first = read_metrics(workspace / "budget-0")[0]
+    assert first["tokens_per_s"] > 0
+    stores = list((Path(os.environ["XDG_CACHE_HOME"]) / "draftsmith" / "data").iterdir())
+    assert len(stores) == 1 and (stores[0] / "meta.json").is_file()
+
+
+def test_rank_0_releases_the_waiting_ranks_when_the_data_fails(workspace, tmp_path):
+    """Rank 0 renders first while the others wait at a barrier; bad data must not leave them waiting."""
+    from draftsmith.data import BadRecordError
+    from draftsmith.train.distributed import DistContext
+    from draftsmith.train.setup import build_samples, load_tokenizer
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": "not a list"}\n' * 3)
+    recipe = load_recipe(write_recipe(workspace, "bad-data", data={"train": [str(bad)]}))
+    barriers = []
+
+    class Recording(DistContext):
+        def barrier(self) -> None:
+            barriers.append(self.rank)
+
+    for rank in (0, 1):
+        with pytest.raises(BadRecordError, match="3 of 3 records"):
+            build_samples(recipe, load_tokenizer(recipe), False, Recording(rank=rank, world_size=2))
+        assert barriers[-1] == rank
+    assert barriers == [0, 1]

@@ -226,3 +226,18 @@ def test_a_non_vocab_file_is_a_clear_error_and_is_kept(tmp_path):
     with pytest.raises(ValueError, match="is not a draftsmith vocab file"):
         load_vocab_mapping(path)
     assert path.read_bytes() == b"definitely not safetensors"
+
+
+def test_cli_counts_from_the_store_in_cache_dir(tmp_path, tokenizer_dir, capsys):
+    """The rendered samples stay in --cache-dir: a forced rebuild counts them again without rendering."""
+    data = write(tmp_path / "d.jsonl", ANSWERS)
+    cache = tmp_path / "cache"
+    argv = ["vocab", "--tokenizer", str(tokenizer_dir), "--data", str(data), "--size", "24",
+            "--out", str(tmp_path / "v.safetensors"), "--cache-dir", str(cache), "--num-workers", "1"]
+    assert main(argv) == 0
+    (store,) = cache.iterdir()
+    stamp = os.stat(store / "meta.json").st_mtime_ns
+    first = load_vocab_mapping(tmp_path / "v.safetensors")
+    assert main(argv + ["--force"]) == 0
+    assert list(cache.iterdir()) == [store] and os.stat(store / "meta.json").st_mtime_ns == stamp
+    assert torch.equal(load_vocab_mapping(tmp_path / "v.safetensors").d2t, first.d2t)

@@ -68,6 +68,32 @@ def atomic_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
         raise
 
 
+@contextmanager
+def shared_cache_directory(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging directory published as ``directory`` once the block succeeds; first writer wins.
+
+    For content-keyed caches that several processes (ranks, nodes, two runs) may build at
+    once: each stages its own copy, the first to finish renames it into place, and a later
+    one finding ``directory`` already there discards its copy and keeps the published one,
+    which readers may have memory-mapped already. On error the staging directory is removed.
+    A process killed mid-build leaves its ``.NAME.tmp-*`` sibling behind (never read).
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        yield staging
+        try:
+            staging.rename(directory)
+        except OSError:
+            if not directory.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes, *, overwrite: bool = False) -> Path:
     """Write a file through a temporary sibling renamed into place; refuse an existing file unless ``overwrite``."""
     path = Path(path)

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "vocab",
         help="pick the draft vocabulary: the most frequent assistant tokens of the training data",
         description=(
-            "Render the data with the tokenizer's chat template, count the tokens the assistant emits, "
+            "Render the data with the tokenizer's chat template into the sample store (or reuse it), count the "
+            "tokens the assistant emits, "
             "and save d2t/t2d for the N most frequent (special tokens always in) to a safetensors file. "
             "A rerun with the same tokenizer, data and settings reuses the file; any change rebuilds it."
         ),
@@ -33,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="harmony (gpt-oss) only: supervise all assistant channels or the final answer only",
     )
     parser.add_argument("--max-bad-fraction", type=float, default=0.01, help="stop past this share of bad records (default 0.01)")
+    parser.add_argument("--num-workers", type=int,
+                        help="processes rendering the data (default: one per CPU core, at most 8)")
+    parser.add_argument("--cache-dir",
+                        help="where the rendered sample store is kept (default ~/.cache/draftsmith/data); "
+                             "training with the same tokenizer, data and settings reuses it")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out matches the tokenizer and data")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the tokenizer's own Python code")
     parser.set_defaults(run=run)
@@ -49,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length or DataConfig.max_length, overlong=args.overlong, channels=args.channels, max_bad_fraction=args.max_bad_fraction
     )
     mapping, reused = load_or_build_vocab(
-        args.out, args.data, tokenizer, args.size, target_vocab_size, config, progress=True, force=args.force
+        args.out, args.data, tokenizer, args.size, target_vocab_size, config, progress=True, force=args.force,
+        cache_dir=args.cache_dir, num_workers=args.num_workers,
     )
     verb = "reused" if reused else "wrote"
     meta = mapping.metadata

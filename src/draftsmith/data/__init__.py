@@ -2,8 +2,12 @@
 
 Knows no torch model. Entry points:
 
+- ``build_store(sources, tokenizer, DataConfig(...), cache_dir) -> SampleStore``: the trainer's
+  call. Renders every conversation once, in parallel processes, into a memory-mapped store
+  under ``cache_dir`` keyed by tokenizer, data and settings (reused by every rank, epoch and
+  the vocabulary count); ``store.view(pack=...)`` is a ``Sequence[Sample]`` over it.
 - ``build_dataset(sources, tokenizer, DataConfig(...)) -> (list[Sample], DataReport)``: the
-  trainer's call. ``sources`` are JSONL / JSON / Parquet paths, a Hugging Face ``datasets``
+  same samples as Python lists, for small data in memory. ``sources`` are JSONL / JSON / Parquet paths, a Hugging Face ``datasets``
   object, or a list of record dicts, in OpenAI ``messages`` or ShareGPT ``conversations`` form.
   Each :class:`Sample` holds ``input_ids``, ``loss_mask`` (1 on assistant-emitted tokens),
   ``document_ids`` and ``position_ids`` (per packed conversation); ``pad_batch`` pads a list of
@@ -25,6 +29,7 @@ from draftsmith.data.readers import MissingExtraError, iter_conversations, load_
 from draftsmith.data.render import ChatTemplateError, Rendered, RenderConfig, check_chat_template, render_conversation
 from draftsmith.data.report import BadRecordError, DataReport
 from draftsmith.data.samples import Sample, pack, pad_batch, tokenize_conversation
+from draftsmith.data.store import SampleStore, StoreView, build_store, default_cache_dir
 from draftsmith.data.vocab import VocabFileMismatchError, VocabMapping, build_vocab_mapping, load_or_build_vocab, load_vocab_mapping, save_vocab_mapping
 
 __all__ = [
@@ -39,11 +44,15 @@ __all__ = [
     "RenderConfig",
     "Rendered",
     "Sample",
+    "SampleStore",
+    "StoreView",
     "VocabFileMismatchError",
     "VocabMapping",
     "build_dataset",
+    "build_store",
     "build_vocab_mapping",
     "check_chat_template",
+    "default_cache_dir",
     "iter_conversations",
     "iter_samples",
     "load_conversations",

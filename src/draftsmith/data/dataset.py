@@ -1,8 +1,9 @@
 """From data files to training samples in one call: read, render, mask, fit to length, pack.
 
-``build_dataset(sources, tokenizer, DataConfig(...))`` is the trainer's entry point; it
-returns the samples and a :class:`DataReport`, and raises ``BadRecordError`` when bad records
-pass ``max_bad_fraction``. ``iter_samples`` is the streaming form the vocabulary count uses.
+``build_dataset(sources, tokenizer, DataConfig(...))`` returns the samples as Python lists and
+a :class:`DataReport`, and raises ``BadRecordError`` when bad records pass
+``max_bad_fraction``: the in-memory form for small data. Training goes through the on-disk
+store (:mod:`draftsmith.data.store`), whose workers run :func:`fit_samples` on their share.
 """
 
 from __future__ import annotations
@@ -75,8 +76,15 @@ def iter_samples(
     Records the template rejects are bad records; a template that cannot mask assistant
     turns at all raises ``ChatTemplateError`` at once, since no record would survive it.
     """
+    check_chat_template(tokenizer, config.render)
+    yield from fit_samples(conversations, tokenizer, config, report)
+
+
+def fit_samples(
+    conversations: Iterable[Conversation], tokenizer: Any, config: DataConfig, report: DataReport
+) -> Iterator[Sample]:
+    """:func:`iter_samples` without the template probe: what each store worker runs on its share."""
     render = config.render
-    check_chat_template(tokenizer, render)
     for conversation in conversations:
         try:
             sample = tokenize_conversation(conversation, tokenizer, render)

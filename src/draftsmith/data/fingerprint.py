@@ -1,4 +1,4 @@
-"""Content fingerprints that decide whether a cached draft vocabulary is still valid.
+"""Content fingerprints that decide whether a cached draft vocabulary or sample store is still valid.
 
 A vocabulary built from other data or another tokenizer looks exactly like a valid one, so
 the cache key is a hash of what produced it: the tokenizer (its full ``tokenizer.json``,
@@ -32,6 +32,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     }
     digest.update(json.dumps(extra, sort_keys=True, default=str).encode("utf-8"))
     return digest.hexdigest()
+
+
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    """sha256 of settings (JSON, sorted keys): the render and length settings part of a sample-store key."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def data_fingerprint(sources: Source | list[Source], settings: Mapping[str, Any] | None = None) -> str:

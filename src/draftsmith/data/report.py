@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 SHOWN_PER_REASON = 5
 
@@ -41,6 +42,29 @@ class DataReport:
 
     def truncate(self, location: str) -> None:
         self.truncated.append(location)
+
+    def merge(self, other: DataReport) -> None:
+        """Add ``other``'s records and events (a worker's share of the data) after this report's own."""
+        self.records += other.records
+        for reason, where in other.skipped.items():
+            self.skipped[reason].extend(where)
+        for reason, where in other.dropped.items():
+            self.dropped[reason].extend(where)
+        self.truncated.extend(other.truncated)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, stored with a sample store so a reused store reports what its build saw."""
+        return {"records": self.records, "skipped": {k: list(v) for k, v in sorted(self.skipped.items()) if v},
+                "dropped": {k: list(v) for k, v in sorted(self.dropped.items()) if v}, "truncated": list(self.truncated)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DataReport:
+        report = cls(records=int(raw["records"]), truncated=list(raw["truncated"]))
+        for reason, where in raw["skipped"].items():
+            report.skipped[reason].extend(where)
+        for reason, where in raw["dropped"].items():
+            report.dropped[reason].extend(where)
+        return report
 
     @property
     def bad(self) -> int:

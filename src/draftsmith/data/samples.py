@@ -9,7 +9,7 @@ single document; packing concatenates several conversations into one sample whos
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,21 +86,31 @@ def pack(samples: Iterable[Sample], max_length: int) -> Iterator[Sample]:
     Next-fit keeps the data order, so a resumed run sees the same packs; each input sample
     must already be at most ``max_length`` long.
     """
-    current: list[Sample] = []
+    samples = list(samples)
+    starts = pack_starts([len(s) for s in samples], max_length, lambda i: samples[i].sources[0])
+    for start, stop in zip(starts, starts[1:] + [len(samples)]):
+        yield concatenate(samples[start:stop])
+
+
+def pack_starts(lengths: Iterable[int], max_length: int, name: Callable[[int], str] = str) -> list[int]:
+    """Where each pack begins: the next-fit rule of :func:`pack`, on lengths alone (the store packs by index).
+
+    ``name(i)`` says which sample is too long when one exceeds ``max_length``.
+    """
+    starts: list[int] = []
     size = 0
-    for sample in samples:
-        if len(sample) > max_length:
-            raise ValueError(f"{sample.sources[0]}: sample of {len(sample)} tokens exceeds max_length {max_length}")
-        if current and size + len(sample) > max_length:
-            yield _concatenate(current)
-            current, size = [], 0
-        current.append(sample)
-        size += len(sample)
-    if current:
-        yield _concatenate(current)
+    for i, length in enumerate(lengths):
+        if length > max_length:
+            raise ValueError(f"{name(i)}: sample of {length} tokens exceeds max_length {max_length}")
+        if not starts or size + length > max_length:
+            starts.append(i)
+            size = 0
+        size += length
+    return starts
 
 
-def _concatenate(samples: list[Sample]) -> Sample:
+def concatenate(samples: list[Sample]) -> Sample:
+    """One packed sample: document ids 1, 2, ... and positions restarting at 0 for each input sample."""
     input_ids, loss_mask, document_ids, position_ids, sources = [], [], [], [], []
     for document, sample in enumerate(samples, 1):
         input_ids += sample.input_ids

@@ -6,15 +6,17 @@ tokens are rare per token but ending a draft correctly matters). Draft ids follo
 in ascending order, so ``target_id = draft_id + d2t[draft_id]`` and ``t2d[target_id]`` marks
 membership, the convention of EAGLE-3 checkpoints that SGLang and vLLM load.
 
-Counting means rendering the whole data set, so the result is cached in a safetensors file
-whose metadata holds fingerprints of the tokenizer, the data and the settings;
-:func:`load_or_build_vocab` reuses the file only when all of them match.
+Tokens are counted from the sample store (:mod:`draftsmith.data.store`), the same rendered
+samples training reads, so the data is never rendered for counting alone. The result is
+cached in a safetensors file whose metadata holds fingerprints of the tokenizer, the data and
+the settings; :func:`load_or_build_vocab` reuses the file only when all of them match.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +25,19 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from draftsmith.atomic import atomic_file
-from draftsmith.data.dataset import DataConfig, iter_samples
+from draftsmith.data.dataset import DataConfig
 from draftsmith.data.fingerprint import data_fingerprint, tokenizer_fingerprint
-from draftsmith.data.readers import Source, iter_conversations
+from draftsmith.data.readers import Source
 from draftsmith.data.render import tokenizer_name
-from draftsmith.data.report import BadRecordError, DataReport
-from draftsmith.data.samples import Sample
+from draftsmith.data.report import BadRecordError
+from draftsmith.data.store import SampleStore, build_store
 from draftsmith.vocab_mapping import VocabMappingError, capped_draft_vocab_size, check_mapping, mapping_from_target_ids, target_ids_from_d2t
 
 log = logging.getLogger(__name__)
 
 FORMAT = "draftsmith-vocab/1"
-FLUSH_TOKENS = 1 << 20
 KEY_FIELDS = ("tokenizer_fingerprint", "data_fingerprint", "requested_draft_vocab_size", "target_vocab_size")
 
 
@@ -60,35 +60,6 @@ class VocabMapping:
     def target_ids(self) -> torch.Tensor:
         """Target id of each draft id."""
         return target_ids_from_d2t(self.d2t)
-
-
-class TokenCounts:
-    """Supervised and all-token frequencies over a target vocabulary, counted in bulk."""
-
-    def __init__(self, target_vocab_size: int):
-        self.target_vocab_size = target_vocab_size
-        self.supervised = torch.zeros(target_vocab_size, dtype=torch.long)
-        self.seen = torch.zeros(target_vocab_size, dtype=torch.long)
-        self._pending: tuple[list[int], list[int]] = ([], [])
-
-    def add(self, sample: Sample) -> None:
-        top = max(sample.input_ids, default=-1)
-        if top >= self.target_vocab_size:
-            raise ValueError(
-                f"{sample.sources[0]}: the tokenizer produced token id {top}, outside the target vocabulary "
-                f"of {self.target_vocab_size}; tokenizer and target do not match"
-            )
-        pending_supervised, pending_seen = self._pending
-        pending_seen += sample.input_ids
-        pending_supervised += [t for t, m in zip(sample.input_ids, sample.loss_mask) if m]
-        if len(pending_seen) >= FLUSH_TOKENS:
-            self.flush()
-
-    def flush(self) -> None:
-        for counts, pending in zip((self.supervised, self.seen), self._pending):
-            if pending:
-                counts += torch.bincount(torch.tensor(pending, dtype=torch.long), minlength=self.target_vocab_size)
-                pending.clear()
 
 
 def select_draft_tokens(
@@ -190,7 +161,9 @@ def load_or_build_vocab(
     force: bool = False,
     *,
     rebuild_stale: bool = True,
-    rendered: tuple[list[Sample], DataReport] | None = None,
+    store: SampleStore | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
 ) -> tuple[VocabMapping, bool]:
     """Reuse the vocabulary at ``path`` if it was built from this tokenizer, data and settings; else build it.
 
@@ -198,9 +171,9 @@ def load_or_build_vocab(
     tokenizer); it defaults to ``len(tokenizer)``, and caps ``draft_vocab_size``. Returns
     the mapping and whether it was reused. A file at ``path`` that is not a draftsmith
     vocabulary is never overwritten; with ``rebuild_stale=False`` (a file the user named,
-    not a cache) neither is a stale one: the error says what differs. ``rendered``: the
-    samples and report of ``sources`` when the caller already rendered them (counted
-    instead of rendering the data a second time).
+    not a cache) neither is a stale one: the error says what differs. ``store``: the sample
+    store of ``sources`` when the caller already has it; otherwise it is built (or reused)
+    under ``cache_dir`` with ``num_workers`` processes (see :func:`build_store`).
     """
     target_vocab_size = len(tokenizer) if target_vocab_size is None else target_vocab_size
     try:
@@ -231,7 +204,9 @@ def load_or_build_vocab(
         log.warning("%s is stale (%s changed); rebuilding the draft vocabulary", path, ", ".join(changed))
     elif path.exists():
         load_vocab_mapping(path)  # refuses to overwrite a file that is not a vocab file
-    mapping = build_vocab(sources, tokenizer, draft_vocab_size, target_vocab_size, config, progress, rendered)
+    if store is None:
+        store = build_store(sources, tokenizer, config, cache_dir, num_workers=num_workers, progress=progress)
+    mapping = build_vocab(store, tokenizer, draft_vocab_size, target_vocab_size, config)
     mapping.metadata.update(key)
     save_vocab_mapping(path, mapping)
     return mapping, False
@@ -260,41 +235,22 @@ def _check_cached_bad_share(path: Path, metadata: Mapping[str, str], max_bad_fra
 
 
 def build_vocab(
-    sources: Source | list[Source],
-    tokenizer: Any,
-    draft_vocab_size: int,
-    target_vocab_size: int,
-    config: DataConfig = DataConfig(),
-    progress: bool = False,
-    rendered: tuple[list[Sample], DataReport] | None = None,
+    store: SampleStore, tokenizer: Any, draft_vocab_size: int, target_vocab_size: int, config: DataConfig = DataConfig()
 ) -> VocabMapping:
-    """Count supervised tokens over the data and pick the draft vocabulary (no caching)."""
-    counts = TokenCounts(target_vocab_size)
-    if rendered is None:
-        report = DataReport()
-        conversations = tqdm(
-            iter_conversations(sources, report), desc="counting tokens", unit="conv", disable=not progress
-        )
-        samples: Iterable[Sample] = iter_samples(conversations, tokenizer, config, report)
-    else:
-        samples, report = rendered  # already reported by whoever rendered them
-    for sample in samples:
-        counts.add(sample)
-    counts.flush()
-    if rendered is None and (report.bad or report.truncated or report.dropped_counts()):
-        log.warning("data report:\n%s", report.format())
-    report.check(config.max_bad_fraction)
-    total = int(counts.supervised.sum())
+    """Count supervised tokens over the stored samples and pick the draft vocabulary (no caching)."""
+    store.report.check(config.max_bad_fraction)
+    supervised, seen = (torch.from_numpy(c) for c in store.token_counts(target_vocab_size))
+    total = int(supervised.sum())
     if total == 0:
         raise ValueError("no supervised tokens in the data: nothing to build a draft vocabulary from")
-    always = special_token_ids(tokenizer, counts.seen)
-    ids = select_draft_tokens(counts.supervised, draft_vocab_size, always, counts.seen)
-    covered = int(counts.supervised[ids].sum())
+    always = special_token_ids(tokenizer, seen)
+    ids = select_draft_tokens(supervised, draft_vocab_size, always, seen)
+    covered = int(supervised[ids].sum())
     metadata = {
         "tokenizer": tokenizer_name(tokenizer),
         "supervised_tokens": str(total),
         "coverage": f"{covered / total:.6f}",
-        "records": str(report.records),
-        "bad_records": json.dumps(report.counts()),
+        "records": str(store.report.records),
+        "bad_records": json.dumps(store.report.counts()),
     }
     return build_vocab_mapping(ids, target_vocab_size, metadata)

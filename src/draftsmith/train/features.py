@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def vocab_fingerprint(d2t: torch.Tensor) -> str:
 
 def write_features(
     directory: str | os.PathLike,
-    splits: dict[str, list[Sample]],
+    splits: dict[str, Sequence[Sample]],
     target: TargetModel,
     d2t: torch.Tensor,
     t2d: torch.Tensor,
@@ -72,7 +73,7 @@ def write_features(
             bar = tqdm(total=len(samples), desc=f"features ({split})", unit="sample", disable=not progress)
             for shard_start in range(0, len(samples), SHARD_SAMPLES):
                 tensors: dict[str, torch.Tensor] = {}
-                shard = samples[shard_start: shard_start + SHARD_SAMPLES]
+                shard = [samples[i] for i in range(shard_start, min(shard_start + SHARD_SAMPLES, len(samples)))]
                 for start in range(0, len(shard), micro_batch_size):
                     chunk = shard[start: start + micro_batch_size]
                     batch = TokenBatch.from_samples(chunk, pad_token_id, target.device)

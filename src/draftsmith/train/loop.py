@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,17 @@ from tqdm.auto import tqdm
 
 from draftsmith.atomic import atomic_file
 from draftsmith.checkpoint.engine import save_draft
+from draftsmith.data import Sample, StoreView
 from draftsmith.data.fingerprint import samples_fingerprint
 from draftsmith.evaluate.card import TrainedDraftFacts, evaluate_after_training, write_model_card
 from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.target.capture import draft_token_ids_from_d2t
 from draftsmith.target.registry import load_target_config
-from draftsmith.train.batches import epoch_order, evaluation_batches, rank_micro_batches
+from draftsmith.train.batches import budget_batches, epoch_order, evaluation_batches, rank_micro_batches, rank_token_batches
 from draftsmith.train.distributed import DistContext, init_distributed, shutdown
 from draftsmith.train.features import FeatureSet, check_manifest, read_manifest, vocab_fingerprint
+from draftsmith.train.loader import load_batches
 from draftsmith.train.objective import StepStats, TokenBatch, step_weights, trained_counts, ttt_objective
 from draftsmith.train.recipe import Recipe, RecipeError, check_inputs
 from draftsmith.train.setup import (build_run_draft, build_samples, copy_target_embedding, load_target, load_tokenizer,
@@ -157,10 +160,10 @@ class Trainer:
             self.draft = build_run_draft(recipe, target_config, warm)  # aux ids checked before the data pass
             tokenizer = load_tokenizer(recipe)
             self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            data = build_samples(recipe, tokenizer, self.progress_bars)
+            data = build_samples(recipe, tokenizer, self.progress_bars, self.context)
             self.train_samples, self.val_samples = data.train, data.validation
             d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, self.progress_bars,
-                                     data.train_files)
+                                     data.train_store)
             self.draft.set_vocab_mapping(d2t, t2d)
             target = load_target(recipe, self.draft, device)
             copy_target_embedding(self.draft, target.model.get_input_embeddings().weight.detach())
@@ -174,16 +177,15 @@ class Trainer:
             self.module = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         self.optimizer = adamw(self.draft, self.cfg.learning_rate, self.cfg.weight_decay)
-        per_epoch = len(rank_micro_batches(list(range(len(self.train_samples))), self.cfg.micro_batch_size,
-                                           self.context.world_size, 0, self.cfg.gradient_accumulation))
-        self.steps_per_epoch = per_epoch // self.cfg.gradient_accumulation
-        self.total_steps = self.cfg.max_steps or self.cfg.epochs * self.steps_per_epoch
+        self.lengths = _lengths(self.train_samples)
+        self.total_steps = self.cfg.max_steps or sum(
+            len(self._epoch_batches(epoch)) // self.cfg.gradient_accumulation for epoch in range(self.cfg.epochs))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_schedule(self.total_steps, self.cfg.warmup_steps, self.cfg.min_learning_rate_ratio))
         self.progress = Progress()
         self.run_description = {
             "recipe": _determining_settings(self.recipe), "world_size": self.context.world_size,
-            "data_fingerprint": samples_fingerprint(self.train_samples + self.val_samples),
+            "data_fingerprint": _fingerprint(self.train_samples, self.val_samples),
             "vocab_fingerprint": vocab_fingerprint(self.draft.d2t),
         }
         if self.resume_from is not None:
@@ -229,8 +231,18 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batch(self, indices: list[int], samples, supervisor):
-        batch = TokenBatch.from_samples([samples[i] for i in indices], self.pad_id, self.context.device)
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's micro-batches of ``epoch``: by sample count, or by token budget."""
+        cfg, ctx = self.cfg, self.context
+        if cfg.max_tokens is not None:
+            return rank_token_batches(self.lengths, cfg.seed, epoch, cfg.max_tokens, ctx.world_size, ctx.rank,
+                                      cfg.gradient_accumulation)
+        return rank_micro_batches(epoch_order(len(self.train_samples), cfg.seed, epoch), cfg.micro_batch_size,
+                                  ctx.world_size, ctx.rank, cfg.gradient_accumulation)
+
+    def _supervised(self, loaded: tuple[list[int], TokenBatch], supervisor):
+        indices, batch = loaded
+        batch = batch.to(self.context.device)
         return batch, supervisor(batch, indices)
 
     def evaluate(self) -> dict[str, float]:
@@ -243,9 +255,14 @@ class Trainer:
             return {}
         self.draft.eval()
         total = StepStats.zeros(self.cfg.ttt_steps, self.context.device)
-        for indices in evaluation_batches(len(self.val_samples), self.cfg.micro_batch_size,
-                                          self.context.world_size, self.context.rank):
-            batch, supervision = self._batch(indices, self.val_samples, self.val_supervisor)
+        ctx = self.context
+        if self.cfg.max_tokens is not None:
+            batches = budget_batches(range(ctx.rank, len(self.val_samples), ctx.world_size),
+                                     _lengths(self.val_samples), self.cfg.max_tokens)
+        else:
+            batches = evaluation_batches(len(self.val_samples), self.cfg.micro_batch_size, ctx.world_size, ctx.rank)
+        for loaded in load_batches(self.val_samples, batches, self.pad_id, self.cfg.dataloader_workers):
+            batch, supervision = self._supervised(loaded, self.val_supervisor)
             with self._autocast(), torch.no_grad():
                 total = total + ttt_objective(self.draft, batch, supervision, self.cfg.ttt_steps,
                                               self.cfg.step_decay)[1]
@@ -260,11 +277,11 @@ class Trainer:
         window, window_tokens, window_start = None, 0, time.perf_counter()
         try:
             while progress.step < self.total_steps:
-                order = epoch_order(len(self.train_samples), cfg.seed, progress.epoch)
-                batches = rank_micro_batches(order, cfg.micro_batch_size, ctx.world_size, ctx.rank,
-                                             cfg.gradient_accumulation)
+                batches = self._epoch_batches(progress.epoch)
+                loader = load_batches(self.train_samples, batches[progress.batches_in_epoch:], self.pad_id,
+                                      cfg.dataloader_workers)
                 while progress.batches_in_epoch < len(batches) and progress.step < self.total_steps:
-                    group = batches[progress.batches_in_epoch: progress.batches_in_epoch + cfg.gradient_accumulation]
+                    group = [next(loader) for _ in range(cfg.gradient_accumulation)]
                     stats, tokens = self._optimizer_step(group)
                     progress.batches_in_epoch += len(group)
                     progress.tokens_seen += tokens
@@ -302,7 +319,7 @@ class Trainer:
                 writer.close()
             shutdown(ctx)
 
-    def _optimizer_step(self, group: list[list[int]]) -> tuple[StepStats, int]:
+    def _optimizer_step(self, group: list[tuple[list[int], TokenBatch]]) -> tuple[StepStats, int]:
         """One optimizer step over a group of micro-batches.
 
         Every loss term is divided by the trained-slot count of the whole group on all
@@ -310,7 +327,7 @@ class Trainer:
         the counts before the first backward, hence the group's supervision (target
         outputs) is gathered first and held until its micro-batch has run.
         """
-        micro = [self._batch(indices, self.train_samples, self.train_supervisor) for indices in group]
+        micro = [self._supervised(loaded, self.train_supervisor) for loaded in group]
         counts = self.context.all_reduce_sum(sum(trained_counts(b, s, self.cfg.ttt_steps) for b, s in micro))
         total, tokens = None, 0
         for k in range(len(micro)):
@@ -371,7 +388,9 @@ class Trainer:
 
 # Settings that may change between an interrupted run and its resume: they do not alter the weights.
 _COSMETIC = {"target": ("device", "logits_chunk"), "evaluation": ("prompts", "max_new_tokens"),
-             "training": ("output_dir", "log_every", "eval_every", "save_every", "keep_last", "tensorboard")}
+             "data": ("cache_dir", "num_workers"),
+             "training": ("output_dir", "log_every", "eval_every", "save_every", "keep_last", "tensorboard",
+                          "dataloader_workers")}
 
 
 def _determining_settings(recipe: Recipe) -> dict[str, Any]:
@@ -419,6 +438,18 @@ class _MetricsWriter:
         self.file.close()
         if self.tensorboard:
             self.tensorboard.close()
+
+
+def _lengths(samples: Sequence[Sample]) -> Sequence[int]:
+    """Tokens per sample: a store view's from its offsets, without reading the samples."""
+    return samples.lengths if isinstance(samples, StoreView) else [len(s) for s in samples]
+
+
+def _fingerprint(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> str:
+    """What a resumed run must see again: a store view's layout and content digest, or the samples' values."""
+    if isinstance(train_samples, StoreView):
+        return f"{train_samples.fingerprint()}+{val_samples.fingerprint()}"
+    return samples_fingerprint(list(train_samples) + list(val_samples))
 
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:

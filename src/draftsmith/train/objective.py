@@ -40,6 +40,9 @@ class TokenBatch:
         padded = {k: torch.tensor(v, dtype=torch.long, device=device) for k, v in pad_batch(samples, pad_token_id).items()}
         return cls(padded["input_ids"], padded["loss_mask"], padded["attention_mask"], padded["position_ids"])
 
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(*(t.to(device) for t in (self.input_ids, self.loss_mask, self.document_ids, self.position_ids)))
+
     @property
     def real_tokens(self) -> int:
         return int((self.document_ids != 0).sum())

@@ -25,7 +25,7 @@ def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, 
     data = build_samples(recipe, tokenizer, progress)
     target_config = load_target_config(recipe.target.path)
     warm = load_warm_start(recipe)
-    d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, progress, data.train_files)
+    d2t, t2d = vocab_mapping(recipe, tokenizer, target_config.vocab_size, warm, progress, data.train_store)
     draft = build_run_draft(recipe, target_config, warm)
     target = load_target(recipe, draft, device)
     manifest = {
@@ -37,5 +37,5 @@ def prepare(recipe: Recipe, out: str | os.PathLike, *, overwrite: bool = False, 
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
     }
     return write_features(out, {"train": data.train, "validation": data.validation}, target, d2t, t2d, manifest,
-                          pad_token_id=manifest["pad_token_id"], micro_batch_size=recipe.training.micro_batch_size,
+                          pad_token_id=manifest["pad_token_id"], micro_batch_size=recipe.training.micro_batch_size or 1,
                           overwrite=overwrite, progress=progress)

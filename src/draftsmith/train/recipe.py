@@ -56,6 +56,9 @@ class DataSection:
     supervise: Literal["all", "final"] = "all"  # harmony: analysis + final channels, or final only
     max_bad_fraction: float = 0.01
     tokenizer: str | None = None  # default: the target's
+    # The rendered sample store (docs/data.md): keyed by tokenizer, data and settings, shared by ranks and runs.
+    cache_dir: str | None = None  # default: ~/.cache/draftsmith/data; on a shared file system for multi-node runs
+    num_workers: int | None = None  # processes rendering the data; default one per CPU core, at most 8
 
 
 @dataclass
@@ -81,8 +84,10 @@ class TrainingSection:
     step_decay: float = 0.8
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; default: epochs over the data
-    micro_batch_size: int = 1
+    micro_batch_size: int | None = None  # samples per micro-batch; default 1 unless max_tokens is set
+    max_tokens: int | None = None  # instead: padded tokens per micro-batch, samples grouped by length
     gradient_accumulation: int = 1
+    dataloader_workers: int = 0  # DataLoader processes reading the store (a batch reads in microseconds)
     learning_rate: float = 1e-4
     min_learning_rate_ratio: float = 0.0  # cosine floor as a fraction of learning_rate
     warmup_steps: int = 0
@@ -124,12 +129,12 @@ _DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Recipe keys that name files or directories; the first three may also be hub ids.
 _HUB_OR_PATH = {("target", "path"), ("data", "tokenizer"), ("draft", "init_from")}
 _PATHS = _HUB_OR_PATH | {("data", "train"), ("data", "validation"), ("data", "features"), ("draft", "vocab_file"),
-                         ("training", "output_dir")}
+                         ("training", "output_dir"), ("data", "cache_dir")}
 
 _POSITIVE = {"training.ttt_steps", "training.epochs", "training.micro_batch_size", "training.gradient_accumulation",
              "training.save_every", "training.keep_last", "training.log_every", "data.max_length",
              "draft.draft_vocab_size", "target.logits_chunk", "training.max_steps", "draft.intermediate_size",
-             "draft.max_position_embeddings", "evaluation.max_new_tokens"}
+             "draft.max_position_embeddings", "evaluation.max_new_tokens", "training.max_tokens", "data.num_workers"}
 _FRACTIONS = {"data.validation_fraction", "data.max_bad_fraction", "training.min_learning_rate_ratio"}
 
 
@@ -214,6 +219,16 @@ def _validate(recipe: Recipe) -> Recipe:
         raise RecipeError(f"{src}: data.train is empty; list conversation files or set data.features")
     if data.features is None and recipe.target.path is None:
         raise RecipeError(f"{src}: target.path is required unless data.features points at offline features")
+    if training.max_tokens is not None and training.micro_batch_size is not None:
+        raise RecipeError(f"{src}: training.max_tokens and training.micro_batch_size are mutually exclusive: a micro-batch "
+                          f"is either a token budget or a sample count (drop one; --set training.micro_batch_size=null)")
+    if training.max_tokens is None and training.micro_batch_size is None:
+        training.micro_batch_size = 1
+    if training.max_tokens is not None and training.max_tokens < data.max_length:
+        raise RecipeError(f"{src}: training.max_tokens ({training.max_tokens}) must be at least data.max_length "
+                          f"({data.max_length}), so that the longest sample fits a micro-batch")
+    if training.dataloader_workers < 0:
+        raise RecipeError(f"{src}: training.dataloader_workers must be >= 0, got {training.dataloader_workers}")
     if training.learning_rate <= 0:
         raise RecipeError(f"{src}: training.learning_rate must be positive, got {training.learning_rate}")
     if training.warmup_steps < 0 or training.weight_decay < 0 or training.max_grad_norm <= 0:

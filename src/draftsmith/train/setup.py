@@ -1,4 +1,4 @@
-"""Building what a run needs from a recipe: tokenizer, samples, vocabulary, draft, target.
+"""Building what a run needs from a recipe: tokenizer, sample store, vocabulary, draft, target.
 
 Shared by ``draftsmith train`` and ``draftsmith prepare`` so that offline features and
 online training see the same samples, vocabulary and aux layers.
@@ -19,12 +19,13 @@ import torch
 from transformers import AutoTokenizer, PretrainedConfig
 
 from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
-from draftsmith.data import DataConfig, DataReport, Sample, build_dataset, load_or_build_vocab, load_vocab_mapping
+from draftsmith.data import DataConfig, SampleStore, StoreView, build_store, load_or_build_vocab, load_vocab_mapping
 from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.model.rope import RopeConfigError
 from draftsmith.target.capture import TargetLoadOptions, TargetModel
 from draftsmith.target.registry import draft_config_from_target
+from draftsmith.train.distributed import DistContext
 from draftsmith.train.recipe import Recipe, RecipeError
 from draftsmith.vocab_mapping import capped_draft_vocab_size, same_mapping
 
@@ -48,35 +49,47 @@ def load_tokenizer(recipe: Recipe) -> Any:
 
 @dataclass
 class RenderedData:
-    """The recipe's samples: all of ``data.train`` as rendered (for the vocabulary), then split."""
+    """The recipe's samples: the store of ``data.train`` (for the vocabulary), then the split views."""
 
-    train_files: tuple[list[Sample], DataReport]
-    train: list[Sample]
-    validation: list[Sample]
+    train_store: SampleStore
+    train: StoreView
+    validation: StoreView
 
 
-def build_samples(recipe: Recipe, tokenizer: Any, progress: bool) -> RenderedData:
+def build_samples(recipe: Recipe, tokenizer: Any, progress: bool, context: DistContext = DistContext()) -> RenderedData:
     """Train and validation samples; without validation files, a seeded holdout of the train set.
 
-    Each file is rendered (and its data report printed) once; the vocabulary is counted from
-    the same samples.
+    Each file set is rendered once into its sample store (rank 0 first; the other ranks wait at
+    a barrier, then open the same store, or build their own when ``data.cache_dir`` is not shared
+    with rank 0). The vocabulary is counted from the same store.
     """
     config = data_config(recipe)
-    rendered = build_dataset(recipe.data.train, tokenizer, config, progress=progress)
-    train = rendered[0]
-    if recipe.data.validation:
-        validation, _ = build_dataset(recipe.data.validation, tokenizer, config, progress=progress)
-        return RenderedData(rendered, train, validation)
+
+    def stores() -> tuple[SampleStore, SampleStore | None]:
+        def store(files: list[str]) -> SampleStore:
+            return build_store(files, tokenizer, config, recipe.data.cache_dir,
+                               num_workers=recipe.data.num_workers, progress=progress)
+        return store(recipe.data.train), store(recipe.data.validation) if recipe.data.validation else None
+
+    if context.is_main:
+        try:
+            train_store, validation_store = stores()
+        finally:  # release the waiting ranks even when the data fails: they then meet the same error
+            context.barrier()
+    else:
+        context.barrier()
+        train_store, validation_store = stores()
+    train = train_store.view(config.pack, config.max_length)
+    if validation_store is not None:
+        return RenderedData(train_store, train, validation_store.view(config.pack, config.max_length))
     held = int(len(train) * recipe.data.validation_fraction)
-    if not held:
-        return RenderedData(rendered, train, [])
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.training.seed)).tolist()
-    return RenderedData(rendered, [train[i] for i in order[held:]], [train[i] for i in order[:held]])
+    return RenderedData(train_store, train.select(order[held:]) if held else train, train.select(order[:held]))
 
 
 def vocab_mapping(
     recipe: Recipe, tokenizer: Any, target_vocab_size: int, warm: Eagle3Draft | None, progress: bool,
-    rendered: tuple[list[Sample], DataReport] | None = None,
+    store: SampleStore | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(d2t, t2d)``: the warm-start draft's own, else the most frequent supervised tokens of the data.
 
@@ -100,7 +113,8 @@ def vocab_mapping(
     size = capped_draft_vocab_size(recipe.draft.draft_vocab_size, target_vocab_size)
     mapping, reused = load_or_build_vocab(path or default_vocab_path(recipe), recipe.data.train, tokenizer, size,
                                           target_vocab_size, data_config(recipe), progress=progress,
-                                          rebuild_stale=path is None, rendered=rendered)
+                                          rebuild_stale=path is None, store=store, cache_dir=recipe.data.cache_dir,
+                                          num_workers=recipe.data.num_workers)
     log.info("draft vocabulary %s: %s", "reused" if reused else "built", path or default_vocab_path(recipe))
     return mapping.d2t, mapping.t2d
 
