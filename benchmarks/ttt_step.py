@@ -632,10 +632,11 @@ def main(argv=None) -> None:
         ok, why = nemo_importable()
         print(f"NeMo AutoModel: {why}" + ("" if ok else " -> lean vs naive only"))
         if ok:
+            precision = "bf16 autocast" if a.dtype == "bf16" else "fp32"
             print("  runs Eagle3TrainerModule over GptOssEagle3DraftModel (same GptOssConfig, no biases, frozen "
-                  "embeddings, offline target_probs/position_mask inputs), fp32 as its recipe uses on CPU, eager "
-                  "attention: its flash_attention_2 option needs the CUDA-only flash-attn package, so on CPU it "
-                  "materializes [B, heads, T, T+j] scores as our naive path does.")
+                  f"embeddings, offline target_probs/position_mask inputs), {precision} as ours, eager attention: "
+                  "its flash_attention_2 option needs the CUDA-only flash-attn package, so on CPU it materializes "
+                  "[B, heads, T, T+j] scores as our naive path does.")
         else:
             a.impls = [i for i in a.impls if i != "nemo"]
     peak, peak_how = measure_peak(a, torch)
