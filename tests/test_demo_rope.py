@@ -84,3 +84,25 @@ def test_experiment_arms_differ_only_where_they_say(tmp_path):
     assert built["e-yarn-long"][0].data.max_length == 4 * SETTINGS.max_length
     windowed = [arm for arm in ARMS if arm.trained_as]
     assert [(arm.trained_as, arm.draft_window) for arm in windowed] == [("b-plain", SETTINGS.max_length)]
+
+
+def test_seed_flag_reaches_every_arms_training(tmp_path, monkeypatch):
+    """`draftsmith demo --rope-experiment --seed N` trains every arm with seed N (the noise the docs state)."""
+    import draftsmith.demo.rope_experiment as experiment
+    from draftsmith.cli import main
+    from draftsmith.demo.run import assets, demo_recipe
+
+    seen = {}
+
+    def record(out, settings, **kwargs):
+        seen["settings"] = settings
+        return "table"
+
+    monkeypatch.setattr(experiment, "run_rope_experiment", record)
+    assert main(["demo", "--rope-experiment", "--seed", "3", "--out", str(tmp_path / "out")]) == 0
+    settings = seen["settings"]
+    train_file = experiment.long_chats(assets() / "train.jsonl", tmp_path / "long.jsonl")
+    seeds = {arm.name: demo_recipe(tmp_path / arm.name, experiment.arm_settings(arm, settings, train_file)).training.seed
+             for arm in experiment.ARMS if arm.trained_as is None}
+    assert seeds == {"a-yarn": 3, "b-plain": 3, "c-llama3": 3, "e-yarn-long": 3}
+    assert settings.train_steps == experiment.SETTINGS.train_steps  # only the seed changed
