@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from transformers import GptOssConfig
 
 from draftsmith import build_draft, draft_config_from_target, load_draft
-from draftsmith.checkpoint.engine import CheckpointError, engine_config
+from draftsmith.checkpoint.layout import CheckpointError, engine_config
 from draftsmith.checkpoint.speculators import export_speculators
 from tiny_models import tiny_gpt_oss_config, tiny_llama_config
 
@@ -51,7 +51,7 @@ def test_round_trip_gives_identical_logits(tmp_path, config_fn):
 
 
 def test_stored_weight_names_reads_headers_only(tmp_path):
-    from draftsmith.checkpoint.engine import stored_weight_names
+    from draftsmith.checkpoint.layout import stored_weight_names
 
     draft = _random_draft()
     draft.save_pretrained(tmp_path / "draft")
@@ -104,7 +104,7 @@ def test_refuses_to_overwrite_and_replaces_atomically(tmp_path):
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
-    import draftsmith.checkpoint.engine as checkpoint
+    import draftsmith.checkpoint.layout as checkpoint
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")

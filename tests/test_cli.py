@@ -134,7 +134,7 @@ def test_mid_run_checkpoints_inspect_and_export(workspace, capsys):
 
 def test_export_checks_the_draft_against_a_local_verifier(tmp_path, capsys):
     build_draft(tiny_gpt_oss_config(), draft_vocab_size=100).save_pretrained(tmp_path / "draft")
-    tiny_llama_config().save_pretrained(tmp_path / "llama")
+    tiny_llama_config(hidden_size=128).save_pretrained(tmp_path / "llama")  # fc takes 3 x 64
     assert main(["export", str(tmp_path / "draft"), str(tmp_path / "out"), "--verifier", str(tmp_path / "llama")]) == 2
     err = capsys.readouterr().err.strip()
     assert f"does not fit the verifier {tmp_path / 'llama'}" in err and len(err.splitlines()) == 1

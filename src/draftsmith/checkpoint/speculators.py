@@ -1,6 +1,6 @@
 """Export to the speculators format, vLLM's native EAGLE-3 layout (a second option).
 
-The engine layout of :mod:`draftsmith.checkpoint.engine` loads in both SGLang and vLLM; this
+The engine layout of :mod:`draftsmith.checkpoint.layout` loads in both SGLang and vLLM; this
 one loads in vLLM (and the speculators library) only. Its quirks, each of which vLLM
 turns into a silent misconfiguration if wrong: no top-level ``model_type`` (that
 disables vLLM's speculators adapter), ``norm_before_residual`` written explicitly (vLLM
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from draftsmith.checkpoint.engine import VARIANTS, write_checkpoint
+from draftsmith.checkpoint.layout import VARIANTS, write_checkpoint
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.model.rope import legacy_rope_fields
 from draftsmith.target.registry import FAMILIES

@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from draftsmith.atomic import refuse_overwrite
-    from draftsmith.checkpoint.engine import load_draft, stored_weight_names
-    from draftsmith.checkpoint.inspect import inspect_checkpoint
+    from draftsmith.checkpoint.layout import load_draft, stored_weight_names
+    from draftsmith.inspect import inspect_checkpoint
     from draftsmith.checkpoint.speculators import export_speculators
 
     refuse_overwrite(args.out, args.overwrite)

@@ -9,7 +9,7 @@ import json
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "inspect",
-        help="say how SGLang and vLLM load an EAGLE-3 draft checkpoint: ok, limited, wrong or refuses",
+        help="say how SGLang 0.5.23 and vLLM 0.32.0 load an EAGLE-3 draft checkpoint: ok, limited, wrong or refuses",
         description="Exit status: 0 when both engines run the draft as trained (ok or limited), 1 when an engine "
                     "runs it wrongly or refuses it, 2 unreadable input. Finding codes: docs/engines.md.",
     )
@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from draftsmith.checkpoint.findings import REFUSES, WRONG
-    from draftsmith.checkpoint.inspect import inspect_checkpoint, report_lines
+    from draftsmith.inspect.findings import REFUSES, WRONG
+    from draftsmith.inspect import inspect_checkpoint, report_lines
 
     report = inspect_checkpoint(args.directory, target=args.target)
     print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report_lines(report)))

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from draftsmith.atomic import atomic_directory
-from draftsmith.checkpoint.engine import load_draft
-from draftsmith.checkpoint.inspect import inspect_checkpoint, report_lines
+from draftsmith.checkpoint.layout import load_draft
+from draftsmith.inspect import inspect_checkpoint, report_lines
 from draftsmith.checkpoint.serve import serve_commands
 from draftsmith.checkpoint.speculators import export_speculators
 from draftsmith.evaluate import EvalSettings, evaluate, format_table, write_json, write_plot

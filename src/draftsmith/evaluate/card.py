@@ -18,7 +18,7 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from draftsmith.atomic import atomic_write
-from draftsmith.checkpoint.engine import load_draft
+from draftsmith.checkpoint.layout import load_draft
 from draftsmith.checkpoint.serve import serve_commands
 from draftsmith.evaluate.run import (CARD_NAME, DraftUnderTest, EvalSettings, context_limit, evaluate_prompts,
                                      prompts_from_samples)

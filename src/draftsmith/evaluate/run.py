@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel
 
-from draftsmith.checkpoint.engine import load_draft
+from draftsmith.checkpoint.layout import load_draft
 from draftsmith.evaluate.decoding import plain_decode, speculative_decode
 from draftsmith.evaluate.prompts import Prompt, PromptSet, build_prompts, read_prompt_conversations
 from draftsmith.evaluate.proposer import DraftProposer

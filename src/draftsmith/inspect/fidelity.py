@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from draftsmith.checkpoint.engine_rules import DraftView, engine_rope, sizes
-from draftsmith.checkpoint.findings import FIDELITY, REFUSES, SGLANG, VLLM, WRONG, Finding
+from draftsmith.inspect.view import DraftView, engine_rope, sizes
+from draftsmith.inspect.findings import FIDELITY, REFUSES, SGLANG, VLLM, WRONG, Finding
 from draftsmith.model.rope import RopeConfigError, rope_parameters_from_config
 
 _ROPE_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters")

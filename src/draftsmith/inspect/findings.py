@@ -14,8 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from draftsmith.engines import sglang, vllm
+
 SGLANG, VLLM = "sglang", "vllm"
 ENGINES = (SGLANG, VLLM)
+# The engine release each verdict is for: the one whose code draftsmith.engines restates.
+VERSIONS = {SGLANG: sglang.VERSION, VLLM: vllm.VERSION}
 OK, LIMITED, WRONG, REFUSES = "ok", "limited", "wrong", "refuses"
 VERDICTS = (OK, LIMITED, WRONG, REFUSES)  # in increasing order of harm
 LOAD, FIDELITY = "load", "fidelity"
@@ -85,7 +89,7 @@ class Report:
             "directory": self.directory,
             "layout": self.layout,
             "target": self.target,
-            "engines": {engine: {"verdict": self.verdict(engine), "reasons": self.reasons(engine)}
-                        for engine in ENGINES},
+            "engines": {engine: {"verdict": self.verdict(engine), "version": VERSIONS[engine],
+                                 "reasons": self.reasons(engine)} for engine in ENGINES},
             "findings": [f.to_json() for f in self.findings],
         }

@@ -1,10 +1,11 @@
 """``inspect``: what SGLang and vLLM do with an EAGLE-3 draft checkpoint, and a verdict per engine.
 
-The checkpoint is read as the engines read it (``engine_rules``; aux layers and architecture
-options by ``engine_aux``'s rules, which ``aux_rules`` turns into findings); with a target,
-its fit to the target is judged apart (``fidelity``). Each engine's verdict is ``ok``,
-``limited``, ``wrong`` or ``refuses`` (``findings``). It works on checkpoints written by any
-tool; nothing here trusts draftsmith's own writer.
+The checkpoint is read as the engines read it: the checks both share (``format``), then each
+engine's own rules (``sglang``, ``vllm``, which restate the pinned releases through
+:mod:`draftsmith.engines`); with a target, its fit to the target is judged apart
+(``fidelity``). Each engine's verdict is ``ok``, ``limited``, ``wrong`` or ``refuses``
+(``findings``), for the engine version it names. It works on checkpoints written by any tool;
+nothing here trusts draftsmith's own writer.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from draftsmith.checkpoint.aux_rules import aux_findings, variant_findings
-from draftsmith.checkpoint.engine import read_config, read_weights
-from draftsmith.checkpoint.engine_aux import GPT_OSS, RECORD
-from draftsmith.checkpoint.engine_rules import (ENGINE, DraftView, architecture_findings, config_findings,
-                                                context_findings, speculators_findings, speculators_view,
-                                                vllm_max_len, weight_findings)
-from draftsmith.checkpoint.fidelity import fidelity_findings
-from draftsmith.checkpoint.findings import ENGINES, VLLM, Finding, Report
+from draftsmith.checkpoint.aux_ids import GPT_OSS, RECORD
+from draftsmith.checkpoint.layout import read_config, read_weights
+from draftsmith.engines import vllm as vllm_engine
+from draftsmith.inspect import sglang as sglang_rules
+from draftsmith.inspect import vllm as vllm_rules
+from draftsmith.inspect.aux import aux_training, shared_aux_findings
+from draftsmith.inspect.fidelity import fidelity_findings
+from draftsmith.inspect.findings import ENGINES, SGLANG, VERSIONS, VLLM, Finding, Report
+from draftsmith.inspect.format import architecture_findings, config_findings, speculators_findings, weight_findings
+from draftsmith.inspect.view import ENGINE, DraftView, speculators_view
 from draftsmith.model.rope import rope_parameters_from_config
 from draftsmith.target.registry import load_target_config
 
@@ -65,12 +68,18 @@ def inspect_checkpoint(directory: str | os.PathLike, target: Any = None) -> Repo
     target_config = load_target_config(target) if target is not None else None
     findings: list[Finding] = architecture_findings(view) + config_findings(view)
     if not any(f.code == "config.missing_size" for f in findings):
-        engines = ENGINES if view.layout == ENGINE else (VLLM,)  # SGLang refuses the speculators layout
-        findings += weight_findings(view) + variant_findings(view, engines)
+        sglang_runs = view.layout == ENGINE  # SGLang has no loader for the speculators layout
+        params = {VLLM: vllm_rules.params(view)} | ({SGLANG: sglang_rules.params(view)} if sglang_runs else {})
+        skips = {VLLM: vllm_rules.skipper(view), SGLANG: sglang_rules.skips_silently}
+        findings += weight_findings(view, params, skips)
         if view.layout != ENGINE:
             findings += speculators_findings(view)
-        findings += aux_findings(view.raw, _family(view, target_config), _depth(view, target_config), engines)
-        findings += context_findings(view, None if target_config is None else vllm_max_len(
+        training = aux_training(view, _family(view, target_config), _depth(view, target_config))
+        findings += shared_aux_findings(view, training)
+        if sglang_runs:
+            findings += sglang_rules.findings(view, training, None if target_config is None else
+                                              sglang_rules.target_context(target_config.to_dict()))
+        findings += vllm_rules.findings(view, training, None if target_config is None else vllm_engine.max_model_len(
             rope_parameters_from_config(target_config), target_config.max_position_embeddings))
         if target_config is not None:
             findings += fidelity_findings(view, target_config)
@@ -82,7 +91,8 @@ def report_lines(report: Report) -> list[str]:
     lines = [str(f) for f in report.findings]
     for engine in ENGINES:
         codes = sorted({f.code for f in report.findings if engine in f.effects})
-        lines.append(f"{engine}: {report.verdict(engine)}" + (f" ({', '.join(codes)})" if codes else ""))
+        lines.append(f"{engine} {VERSIONS[engine]}: {report.verdict(engine)}"
+                     + (f" ({', '.join(codes)})" if codes else ""))
     return lines
 
 

@@ -38,9 +38,9 @@ def _moe_mlp_width(config: PretrainedConfig) -> int:
 class TargetFamily:
     """How draftsmith treats one Hugging Face ``model_type``.
 
-    ``final_layer_capturable``: whether every current engine can feed the draft the output
-    of the target's last decoder layer. Current vLLM can for every family; SGLang's
-    capture runs before each layer, so it can only for gpt-oss (since sglang #32334).
+    ``final_layer_capturable``: whether both engines can feed the draft the output of the
+    target's last decoder layer. vLLM 0.32.0 can for every family; SGLang 0.5.23 captures at
+    each layer's input, and after the last layer only for gpt-oss (``draftsmith.engines.sglang``).
     """
 
     model_type: str

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from draftsmith.atomic import atomic_file
-from draftsmith.checkpoint.engine import save_draft
+from draftsmith.checkpoint.layout import save_draft
 from draftsmith.data import Sample, StoreView
 from draftsmith.data.fingerprint import samples_fingerprint
 from draftsmith.evaluate.card import TrainedDraftFacts, evaluate_after_training, write_model_card

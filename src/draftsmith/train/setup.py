@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PretrainedConfig
 
-from draftsmith.checkpoint.engine import PretrainedDraft, load_draft
+from draftsmith.checkpoint.layout import PretrainedDraft, load_draft
 from draftsmith.data import DataConfig, SampleStore, StoreView, build_store, load_or_build_vocab, load_vocab_mapping
 from draftsmith.model.config import validate_aux_layer_ids
 from draftsmith.model.draft import Eagle3Draft

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from draftsmith.atomic import atomic_directory
-from draftsmith.checkpoint.engine import CONFIG_NAME, WEIGHTS_NAME, engine_config
+from draftsmith.checkpoint.layout import CONFIG_NAME, WEIGHTS_NAME, engine_config
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.json"

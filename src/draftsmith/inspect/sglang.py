@@ -1,0 +1,66 @@
+"""``inspect``'s rules for SGLang 0.5.23 (:mod:`draftsmith.engines.sglang` restates its code):
+the parameters it builds, the target states it feeds the draft, the options it runs, its context."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from draftsmith.engines import sglang
+from draftsmith.inspect.aux import AuxTraining, capture_finding
+from draftsmith.inspect.findings import REFUSES, SGLANG, WRONG, Finding
+from draftsmith.inspect.view import DraftView, expected_shapes, sizes
+
+LABEL = f"SGLang {sglang.VERSION}"
+
+
+def params(view: DraftView) -> dict[str, tuple[int, ...]]:
+    """``LlamaForCausalLMEagle3``'s parameters by checkpoint name (``midlayer.*``): no biases; ``fc``
+    as wide as its ``num_aux_hidden_states``; ``input_norm`` / ``fc_norm.i`` where it turns them on;
+    no ``lm_head`` when tied to the embedding."""
+    n_aux = sglang.num_aux_hidden_states(view.flags)
+    shapes = expected_shapes(view.config, n_aux)
+    target_hidden = sizes(view.config)["target_hidden"]
+    options = sglang.variants(view.flags)
+    if options["norm_before_fc"]:
+        shapes["input_norm.weight"] = (n_aux * target_hidden,)
+    if options["fc_norm"]:
+        shapes.update({f"fc_norm.{i}.weight": (target_hidden,) for i in range(n_aux)})
+    if view.config.get("tie_word_embeddings"):
+        shapes.pop("lm_head.weight")
+    return shapes
+
+
+def skips_silently(name: str) -> bool:
+    """SGLang's ``load_weights`` loads what it has a parameter for and drops everything else unsaid."""
+    return True
+
+
+def findings(view: DraftView, training: AuxTraining, target_context: int | None) -> list[Finding]:
+    """Aux states, weightless options and context, as SGLang 0.5.23 runs them."""
+    out = []
+    capture = sglang.aux_capture(view.raw, training.num_layers, training.family)
+    found = capture_finding(SGLANG, LABEL, capture, training, view.fc_inputs)
+    if found:
+        out.append(found)
+    width, buffers = sglang.num_aux_hidden_states(view.flags), sglang.input_aux_count(view.flags)
+    if width != buffers:
+        out.append(Finding("config.sglang_input_width", f"{LABEL} builds fc for {width} states but sizes the draft "
+                           f"runner's input for {buffers} (top-level ids without nested ones; "
+                           f"{sglang.INPUT_WIDTH_RULE}): the widths disagree at the first forward", {SGLANG: REFUSES}))
+    built = sglang.variants(view.flags)
+    for name in ("norm_output", "norm_before_residual"):
+        if built[name] != view.trained_variants[name]:
+            out.append(Finding(f"variant.{name}", f"the draft was trained with {name}={view.trained_variants[name]}; "
+                               f"{LABEL} runs it with {name}={built[name]} ({sglang.DRAFT_RULE})", {SGLANG: WRONG}))
+    if target_context is not None and sglang.refuses_draft_context(view.config, target_context):
+        out.append(Finding("context.sglang", f"{LABEL} derives a {sglang.context_length(view.config)}-token context "
+                           f"from the draft's config and builds the draft with the target's {target_context}: it "
+                           f"raises at start-up unless SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1 "
+                           f"({sglang.DRAFT_CONTEXT_RULE})", {SGLANG: REFUSES}))
+    return out
+
+
+def target_context(target_config: Mapping[str, Any]) -> int:
+    """The target's context as SGLang derives it."""
+    return sglang.context_length(target_config)
