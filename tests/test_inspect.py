@@ -95,7 +95,7 @@ SLIPS = {
     # both: hasattr(config, "target_hidden_size") is true, None * 3 raises while sizing fc.
     "null target_hidden_size": (lambda c: {**c, "target_hidden_size": None}, None,
                                 {"sglang": "refuses", "vllm": "refuses"}, "config.target_hidden_size_null"),
-    # vllm _get_eagle3_aux_layers_from_config (#42764): top-level ids, else nested ids without + 1;
+    # vllm _get_eagle3_aux_layers_from_config: top-level ids, else (V1) nested ids without + 1, (V2) default;
     # sglang model_runner passes nested ids to set_eagle3_layers_to_capture, which adds 1 (Llama).
     "nested-only ids": (lambda c: with_ids(c, nested=[1, 3, 6]), None, {"sglang": "ok", "vllm": "wrong"},
                         "aux.mismatch"),

@@ -98,7 +98,7 @@ def test_draft_vocab_larger_than_target_is_capped():
 
 
 def test_final_layer_output_only_where_every_engine_captures_it():
-    """gpt-oss: current vLLM and SGLang (#32334) capture the last layer's output; SGLang's Llama path cannot."""
+    """gpt-oss: vLLM 0.32.0 and SGLang 0.5.23 capture the last layer's output; SGLang's Llama path cannot."""
     assert draft_config_from_target(GptOssConfig(num_hidden_layers=24), aux_layer_ids=[23, 1, 11]).aux_layer_ids == (
         1, 11, 23)
     with pytest.raises(DraftConfigError, match=r"\[31\] out of range.*valid: 0..30.*last layer \(31\) is not "

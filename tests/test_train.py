@@ -204,7 +204,7 @@ def test_warm_start_without_aux_ids_adopts_the_targets(workspace):
         final = train(recipe, progress=False)
     exported = json.loads((final / "config.json").read_text())
     assert exported["draftsmith"]["aux_hidden_state_indices"] == [1, 2, 3]  # outputs of layers 0, 1, 2
-    assert exported["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [1, 2, 3]  # gpt-oss: SGLang since #32334
+    assert exported["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [0, 1, 2]  # SGLang 0.5.23 adds 1
     assert exported["eagle_aux_hidden_state_layer_ids"] == [1, 2, 3]
 
 
