@@ -114,6 +114,11 @@ SLIPS = {
     "sliding layer_types copied from the target": (
         lambda c: {**c, "layer_types": ["sliding_attention"], "sliding_window": 128}, None,
         {"sglang": "ok", "vllm": "wrong"}, "config.sliding_window"),
+    # Copied verbatim: transformers 5.19 (both engines pin it) rejects 8 layer_types for 1 layer; live vLLM
+    # refuses to load it (tests/engines).
+    "layer_types copied verbatim": (
+        lambda c: {**c, "layer_types": ["sliding_attention", "full_attention"] * 4, "sliding_window": 128}, None,
+        {"sglang": "refuses", "vllm": "refuses"}, "config.layer_types"),
     # sglang LlamaForCausalLMEagle3.__init__ reads config.draft_vocab_size unguarded; vllm falls back to
     # vocab_size, and then lm_head's 100 rows do not fit 512.
     "no draft_vocab_size": (lambda c: without(c, "draft_vocab_size"), None, {"sglang": "refuses", "vllm": "refuses"},

@@ -75,6 +75,11 @@ def config_findings(view: DraftView) -> list[Finding]:
                            "for one, defaults to YaRN RoPE and sliding-window layer types); inspect judges the fields "
                            "as written", severity="warning"))
     layer_types = c.get("layer_types") or []
+    if layer_types and len(layer_types) != c.get("num_hidden_layers", 1):
+        out.append(Finding("config.layer_types", f"{len(layer_types)} layer_types for {c.get('num_hidden_layers', 1)} "
+                           "layer (copied from the target): the transformers both engines pin (5.19; "
+                           "transformers/configuration_utils.py:PreTrainedConfig.validate_layer_type) rejects the "
+                           "config, so neither loads the draft", {SGLANG: REFUSES, VLLM: REFUSES}))
     if layer_types and layer_types[0] == "sliding_attention" and c.get("sliding_window"):
         out.append(Finding("config.sliding_window", f"layer_types[0] is sliding_attention with sliding_window "
                            f"{c['sliding_window']} (copied from the target): vLLM's LlamaAttention windows the "
