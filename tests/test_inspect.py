@@ -105,6 +105,11 @@ SLIPS = {
     # sglang llama_eagle3.py has no fc_norm parameters (skipped); vllm has none without the flag (raises).
     "fc_norm weights without the flag": (None, lambda w: {**w, "fc_norm.0.weight": torch.ones(H)},
                                          {"sglang": "wrong", "vllm": "refuses"}, "weights.skipped_sglang"),
+    # sglang==0.5.23 load_weights renames aux_norm_{low,mid,high} to fc_norm.{0,1,2}; vLLM has no such names.
+    "fc_norm under its legacy names": (lambda c: {**c, "fc_norm": True},
+                                       lambda w: {**w, **{f"aux_norm_{n}.weight": torch.ones(H)
+                                                          for n in ("low", "mid", "high")}},
+                                       {"sglang": "ok", "vllm": "refuses"}, "weights.unknown_vllm"),
     # vllm LlamaDecoderLayer._norm_before_residual; sglang's decoder layer never reads the field.
     "norm_before_residual": (lambda c: {**c, "norm_before_residual": True}, None, {"sglang": "wrong", "vllm": "ok"},
                              "variant.norm_before_residual"),

@@ -28,7 +28,6 @@ RESOLVE_RULE = rule("model_executor/model_runner_components/spec_aux_hidden_stat
 GPT_OSS_RULE = rule("models/gpt_oss.py", "GptOssForCausalLM.set_eagle3_layers_to_capture")
 LLAMA_RULE = rule("models/llama.py", "LlamaForCausalLM.set_eagle3_layers_to_capture")
 DRAFT_RULE = rule("models/llama_eagle3.py", "LlamaModel.__init__")
-LOAD_RULE = rule("models/llama_eagle3.py", "LlamaForCausalLMEagle3.load_weights")
 
 
 def requested_ids(config: Mapping[str, Any]) -> tuple[bool, tuple[int, ...] | None]:
@@ -119,7 +118,6 @@ LEGACY_WEIGHT_NAMES = {"midlayer": "layers.0", "aux_norm_low": "fc_norm.0", "aux
                        "aux_norm_high": "fc_norm.2"}
 
 
-CONTEXT_RULE = rule("utils/hf_transformers/common.py", "get_context_length")
 DRAFT_CONTEXT_RULE = rule("configs/model_config.py", "ModelConfig._derive_context_length")
 CONTEXT_KEYS = ("max_sequence_length", "seq_length", "max_seq_len", "model_max_length", "max_position_embeddings")
 

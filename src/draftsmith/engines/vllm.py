@@ -29,9 +29,7 @@ def rule(path: str, function: str) -> str:
 
 V1_RULE = rule("v1/worker/gpu_model_runner.py", "GPUModelRunner._get_eagle3_aux_layers_from_config")
 V2_RULE = rule("v1/worker/gpu/spec_decode/eagle/eagle3_utils.py", "get_eagle3_aux_layers_from_config")
-CAPTURE_RULE = rule("model_executor/models/interfaces.py", "EagleModelMixin._maybe_add_hidden_state")
 DRAFT_RULE = rule("model_executor/models/llama_eagle3.py", "LlamaModel.__init__")
-LOAD_RULE = rule("model_executor/models/llama_eagle3.py", "Eagle3LlamaForCausalLM.load_weights")
 MAX_POSITIONS_RULE = rule("config/speculative.py", "SpeculativeConfig._maybe_override_draft_max_position_embeddings")
 
 
@@ -104,7 +102,6 @@ def draft_max_position_embeddings(draft_max_positions: int | None, target_max_mo
     return target_max_model_len
 
 
-MAX_LEN_RULE = rule("config/model.py", "_get_and_verify_max_len")
 # RoPE types whose max_position_embeddings already counts the scaled context (vLLM leaves them as they are).
 _PRESCALED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
 

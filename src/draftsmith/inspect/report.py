@@ -70,7 +70,7 @@ def inspect_checkpoint(directory: str | os.PathLike, target: Any = None) -> Repo
     if not any(f.code == "config.missing_size" for f in findings):
         sglang_runs = view.layout == ENGINE  # SGLang has no loader for the speculators layout
         params = {VLLM: vllm_rules.params(view)} | ({SGLANG: sglang_rules.params(view)} if sglang_runs else {})
-        skips = {VLLM: vllm_rules.skipper(view), SGLANG: sglang_rules.skips_silently}
+        skips = {VLLM: vllm_rules.skipper(view), SGLANG: sglang_rules.skipper(view)}
         findings += weight_findings(view, params, skips)
         if view.layout != ENGINE:
             findings += speculators_findings(view)

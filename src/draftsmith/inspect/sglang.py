@@ -16,8 +16,8 @@ LABEL = f"SGLang {sglang.VERSION}"
 
 def params(view: DraftView) -> dict[str, tuple[int, ...]]:
     """``LlamaForCausalLMEagle3``'s parameters by checkpoint name (``midlayer.*``): no biases; ``fc``
-    as wide as its ``num_aux_hidden_states``; ``input_norm`` / ``fc_norm.i`` where it turns them on;
-    no ``lm_head`` when tied to the embedding."""
+    as wide as its ``num_aux_hidden_states``; ``input_norm`` / ``fc_norm.i`` where it turns them on
+    (``fc_norm.i`` under a legacy name where the checkpoint uses one); no ``lm_head`` when tied."""
     n_aux = sglang.num_aux_hidden_states(view.flags)
     shapes = expected_shapes(view.config, n_aux)
     target_hidden = sizes(view.config)["target_hidden"]
@@ -28,12 +28,17 @@ def params(view: DraftView) -> dict[str, tuple[int, ...]]:
         shapes.update({f"fc_norm.{i}.weight": (target_hidden,) for i in range(n_aux)})
     if view.config.get("tie_word_embeddings"):
         shapes.pop("lm_head.weight")
+    stored = set(view.canonical)
+    for legacy, name in sglang.LEGACY_WEIGHT_NAMES.items():  # loaded under their legacy names too
+        for key in [k for k in shapes if k.startswith(name + ".")]:
+            if key.replace(name, legacy, 1) in stored:
+                shapes[key.replace(name, legacy, 1)] = shapes.pop(key)
     return shapes
 
 
-def skips_silently(name: str) -> bool:
-    """SGLang's ``load_weights`` loads what it has a parameter for and drops everything else unsaid."""
-    return True
+def skipper(view: DraftView):
+    """SGLang's ``load_weights`` loads what it has a parameter for and drops every other name unsaid."""
+    return lambda name: True
 
 
 def findings(view: DraftView, training: AuxTraining, target_context: int | None) -> list[Finding]:

@@ -74,7 +74,8 @@ def _context(view: DraftView, target_max_len: int | None) -> list[Finding]:
     except RopeConfigError:
         return []
     if target_max_len is None or own < target_max_len:
-        limit = "the target's context" if target_max_len is None else f"the target's {target_max_len}"
+        raised = vllm.draft_max_position_embeddings(positions, target_max_len) if target_max_len else None
+        limit = "the target's context" if raised is None else f"the target's {raised}"
         return [Finding("context.older_vllm", f"the draft's config gives vLLM a {own}-token context; {LABEL} raises "
                         f"it to {limit} ({vllm.MAX_POSITIONS_RULE}), but vLLM releases before #49343 (2026-07) "
                         f"draft nothing once a sequence passes {own} tokens",
