@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from draftsmith.engines import sglang
-from draftsmith.engines.fields import IDS, NESTED, int_list, nested_ids, top_level_ids
+from draftsmith.engines.fields import IDS, NESTED, eagle_config, int_list, nested_ids, top_level_ids
 from draftsmith.model.config import engine_default_hidden_state_indices
 
 RECORD = "draftsmith"
@@ -69,9 +69,8 @@ def trained_hidden_state_source(config: Mapping[str, Any], model_type: str | Non
     nested = nested_ids(config)
     if not nested:
         return None, "no ids: the engines' default"
-    as_is = model_type == GPT_OSS and num_layers is not None and max(nested) == num_layers
-    read = nested if as_is else tuple(i + 1 for i in nested)
-    return tuple(sorted(read)), "eagle_config ids" + ("" if as_is else " + 1")
+    read = sglang.read_ids(nested, num_layers, model_type)
+    return tuple(sorted(read)), "eagle_config ids" + ("" if read == nested else " + 1")
 
 
 def trained_hidden_state_indices(config: Mapping[str, Any], model_type: str | None,
@@ -83,7 +82,5 @@ def trained_hidden_state_indices(config: Mapping[str, Any], model_type: str | No
 def variant_flag(config: Mapping[str, Any], name: str) -> bool:
     """An architecture option as the draft was trained with it: ``eagle_config`` first, then top level
     (where NVIDIA's gpt-oss drafts keep ``norm_before_fc``, and where both engines look first)."""
-    nested = config.get(NESTED)
-    if isinstance(nested, Mapping) and name in nested:
-        return bool(nested[name])
-    return bool(config.get(name, False))
+    nested = eagle_config(config)
+    return bool(nested[name]) if name in nested else bool(config.get(name, False))

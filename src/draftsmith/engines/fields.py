@@ -46,6 +46,19 @@ def eagle_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return nested if isinstance(nested, Mapping) else {}
 
 
+def declared_aux_count(config: Mapping[str, Any], *, top_level_fallback: bool = False) -> int:
+    """How many aux states a config declares, as both engines size ``fc``: ``num_aux_hidden_states``,
+    else the nested id count, else 3; with ``top_level_fallback`` an absent nested list falls back
+    to the top-level ids (SGLang's draft-runner input width)."""
+    explicit = config.get("num_aux_hidden_states")
+    if explicit is not None:
+        return int(explicit)
+    ids = eagle_config(config).get(IDS)
+    if ids is None and top_level_fallback:
+        ids = config.get(IDS)
+    return len(ids) if ids else 3
+
+
 def nested_ids(config: Mapping[str, Any]) -> tuple[int, ...] | None:
     return int_list(eagle_config(config).get(IDS))
 

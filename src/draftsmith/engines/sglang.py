@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from draftsmith.engines.fields import IDS, AuxCapture, eagle_config
+from draftsmith.engines.fields import IDS, AuxCapture, declared_aux_count, eagle_config
 from draftsmith.model.config import engine_default_hidden_state_indices
 
 VERSION = "0.5.23"
@@ -39,15 +39,20 @@ def requested_ids(config: Mapping[str, Any]) -> tuple[bool, tuple[int, ...] | No
     return bool(nested.get("use_aux_hidden_state", True)), tuple(ids) if isinstance(ids, (list, tuple)) else None
 
 
-def layers_to_capture(ids: tuple[int, ...] | None, num_layers: int, model_type: str | None) -> tuple[int, ...]:
-    """The target's ``layers_to_capture`` for the draft's ids: the default without ids; for gpt-oss,
-    the ids as they are when the largest is ``L`` and ids + 1 otherwise; for every other family
-    ids + 1."""
-    if ids is None:
-        return engine_default_hidden_state_indices(num_layers)
-    if model_type == GPT_OSS and ids and max(ids) == num_layers:
+def read_ids(ids: tuple[int, ...], num_layers: int | None, model_type: str | None) -> tuple[int, ...]:
+    """Nested ids as hidden-state indices: for gpt-oss the ids as they are when the largest is ``L``,
+    ids + 1 otherwise and for every other family (``num_layers`` None: ``L`` unknown, so ids + 1)."""
+    if model_type == GPT_OSS and ids and num_layers is not None and max(ids) == num_layers:
         return tuple(ids)
     return tuple(i + 1 for i in ids)
+
+
+def layers_to_capture(ids: tuple[int, ...] | None, num_layers: int, model_type: str | None) -> tuple[int, ...]:
+    """The target's ``layers_to_capture`` for the draft's ids: the default without ids, else
+    :func:`read_ids`."""
+    if ids is None:
+        return engine_default_hidden_state_indices(num_layers)
+    return read_ids(ids, num_layers, model_type)
 
 
 def capturable(num_layers: int, model_type: str | None) -> range:
@@ -78,11 +83,7 @@ def aux_capture(config: Mapping[str, Any], num_layers: int, model_type: str | No
 
 def num_aux_hidden_states(config: Mapping[str, Any]) -> int:
     """How many states ``fc`` takes: ``num_aux_hidden_states``, else the nested id count, else 3."""
-    explicit = config.get("num_aux_hidden_states")
-    if explicit is not None:
-        return int(explicit)
-    ids = eagle_config(config).get(IDS)
-    return len(ids) if ids else 3
+    return declared_aux_count(config)
 
 
 INPUT_WIDTH_RULE = rule("speculative/eagle_utils.py", "get_draft_input_from_target_hidden_dim")
@@ -91,13 +92,7 @@ INPUT_WIDTH_RULE = rule("speculative/eagle_utils.py", "get_draft_input_from_targ
 def input_aux_count(config: Mapping[str, Any]) -> int:
     """How many states the draft runner's buffers are sized for: like :func:`num_aux_hidden_states`,
     but an absent nested list falls back to the top-level ids, which ``fc`` never reads."""
-    explicit = config.get("num_aux_hidden_states")
-    if explicit is not None:
-        return int(explicit)
-    ids = eagle_config(config).get(IDS)
-    if ids is None:
-        ids = config.get(IDS)
-    return len(ids) if ids else 3
+    return declared_aux_count(config, top_level_fallback=True)
 
 
 def variants(config: Mapping[str, Any]) -> dict[str, bool]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from draftsmith.engines.fields import IDS, AuxCapture, eagle_config, int_list, top_level_ids
+from draftsmith.engines.fields import IDS, AuxCapture, declared_aux_count, eagle_config, int_list, top_level_ids
 from draftsmith.model.config import engine_default_hidden_state_indices
 
 VERSION = "0.32.0"
@@ -68,11 +68,7 @@ def aux_capture(config: Mapping[str, Any], num_layers: int, runner: str = V1) ->
 def num_aux_hidden_states(config: Mapping[str, Any]) -> int:
     """How many states ``fc`` takes: ``num_aux_hidden_states``, else the nested id count, else 3
     (never the top-level count)."""
-    explicit = config.get("num_aux_hidden_states")
-    if explicit is not None:
-        return int(explicit)
-    ids = eagle_config(config).get(IDS)
-    return len(ids) if ids else 3
+    return declared_aux_count(config)
 
 
 def variants(config: Mapping[str, Any]) -> dict[str, bool]:

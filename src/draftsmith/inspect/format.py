@@ -147,12 +147,13 @@ def weight_findings(view: DraftView, params: Mapping[str, Mapping[str, tuple[int
         out.append(Finding("config.tie_word_embeddings", "tie_word_embeddings is true but the checkpoint has its own "
                            "lm_head.weight: SGLang ties lm_head to embed_tokens and skips the trained head; vLLM's "
                            "EAGLE-3 model keeps its own lm_head", {SGLANG: WRONG}))
-    out.extend(_vocab_mapping_findings(view, view.canonical))
+    out.extend(_vocab_mapping_findings(view))
     return out
 
 
-def _vocab_mapping_findings(view: DraftView, canonical: Mapping[str, str]) -> list[Finding]:
+def _vocab_mapping_findings(view: DraftView) -> list[Finding]:
     """d2t (target id = draft id + d2t[draft id]) as both engines apply it; t2d neither reads."""
+    canonical = view.canonical
     s = sizes(view.config)
     if "d2t" not in canonical:
         if s["draft_vocab"] < s["vocab"]:

@@ -9,7 +9,7 @@ from typing import Any
 from draftsmith.engines import sglang
 from draftsmith.inspect.aux import AuxTraining, capture_finding
 from draftsmith.inspect.findings import REFUSES, SGLANG, WRONG, Finding
-from draftsmith.inspect.view import DraftView, expected_shapes, sizes
+from draftsmith.inspect.view import DraftView, expected_shapes, option_shapes
 
 LABEL = f"SGLang {sglang.VERSION}"
 
@@ -19,13 +19,7 @@ def params(view: DraftView) -> dict[str, tuple[int, ...]]:
     as wide as its ``num_aux_hidden_states``; ``input_norm`` / ``fc_norm.i`` where it turns them on
     (``fc_norm.i`` under a legacy name where the checkpoint uses one); no ``lm_head`` when tied."""
     n_aux = sglang.num_aux_hidden_states(view.flags)
-    shapes = expected_shapes(view.config, n_aux)
-    target_hidden = sizes(view.config)["target_hidden"]
-    options = sglang.variants(view.flags)
-    if options["norm_before_fc"]:
-        shapes["input_norm.weight"] = (n_aux * target_hidden,)
-    if options["fc_norm"]:
-        shapes.update({f"fc_norm.{i}.weight": (target_hidden,) for i in range(n_aux)})
+    shapes = expected_shapes(view.config, n_aux) | option_shapes(view.config, sglang.variants(view.flags), n_aux)
     if view.config.get("tie_word_embeddings"):
         shapes.pop("lm_head.weight")
     stored = set(view.canonical)

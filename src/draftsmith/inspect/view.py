@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ class DraftView:
         """An architecture option as the draft was trained with it (:func:`~draftsmith.checkpoint.aux_ids.variant_flag`)."""
         return variant_flag(self.flags, name)
 
-    @property
+    @cached_property
     def canonical(self) -> dict[str, str]:
         """Our name for each stored weight (``midlayer.*``, no ``model.`` prefix) -> its stored name."""
         return {canonical_weight_name(name): name for name in self.weights}
@@ -107,6 +108,16 @@ def expected_shapes(config: Mapping[str, Any], n_aux: int = 3) -> dict[str, tupl
         "midlayer.mlp.down_proj.weight": (H, s["inter"]),
     }
     shapes.update({f"midlayer.{norm}.weight": (H,) for norm in _LAYER})
+    return shapes
+
+
+def option_shapes(config: Mapping[str, Any], options: Mapping[str, bool], n_aux: int) -> dict[str, tuple[int, ...]]:
+    """The weights of the options an engine turns on: ``input_norm`` over the ``n_aux`` concatenated
+    aux states, one ``fc_norm.i`` per aux state."""
+    target_hidden = sizes(config)["target_hidden"]
+    shapes = {"input_norm.weight": (n_aux * target_hidden,)} if options["norm_before_fc"] else {}
+    if options["fc_norm"]:
+        shapes.update({f"fc_norm.{i}.weight": (target_hidden,) for i in range(n_aux)})
     return shapes
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from draftsmith.engines import vllm
 from draftsmith.inspect.aux import AuxTraining, capture_finding
 from draftsmith.inspect.findings import VLLM, WRONG, Finding
-from draftsmith.inspect.view import DraftView, engine_rope, expected_shapes, sizes
+from draftsmith.inspect.view import DraftView, engine_rope, expected_shapes, option_shapes, sizes
 from draftsmith.model.rope import RopeConfigError
 
 LABEL = f"vLLM {vllm.VERSION}"
@@ -30,12 +30,7 @@ def params(view: DraftView) -> dict[str, tuple[int, ...]]:
     if c.get("mlp_bias"):
         shapes.update({"midlayer.mlp.gate_proj.bias": (s["inter"],), "midlayer.mlp.up_proj.bias": (s["inter"],),
                        "midlayer.mlp.down_proj.bias": (s["hidden"],)})
-    options = vllm.variants(view.flags)
-    if options["norm_before_fc"]:
-        shapes["input_norm.weight"] = (n_aux * s["target_hidden"],)
-    if options["fc_norm"]:
-        shapes.update({f"fc_norm.{i}.weight": (s["target_hidden"],) for i in range(n_aux)})
-    return shapes
+    return shapes | option_shapes(c, vllm.variants(view.flags), n_aux)
 
 
 def skipper(view: DraftView):
