@@ -110,6 +110,18 @@ SLIPS = {
                                        lambda w: {**w, **{f"aux_norm_{n}.weight": torch.ones(H)
                                                           for n in ("low", "mid", "high")}},
                                        {"sglang": "ok", "vllm": "refuses"}, "weights.unknown_vllm"),
+    # sglang eagle_worker: hot_token_id = d2t + arange indexes draft ids, which a float tensor cannot do;
+    # vllm copies d2t into its int64 draft_id_to_target_id.
+    "float d2t": (None, lambda w: {**w, "d2t": w["d2t"].float()}, {"sglang": "refuses", "vllm": "ok"},
+                  "vocab.d2t_dtype"),
+    # sglang eagle_utils.get_draft_input_from_target_hidden_dim sizes the runner for 4 top-level ids while
+    # llama_eagle3 builds fc for 3; vLLM captures 4 states for an fc of 3.
+    "four top-level-only ids": (lambda c: with_ids(c, top=[1, 2, 4, 7]), None,
+                                {"sglang": "refuses", "vllm": "refuses"}, "config.sglang_input_width"),
+    # Both engines read eagle_config.use_aux_hidden_state: false runs the draft as EAGLE-1 (vLLM then also
+    # drops fc.weight without a word).
+    "use_aux_hidden_state false": (lambda c: {**c, "eagle_config": {"use_aux_hidden_state": False}}, None,
+                                   {"sglang": "wrong", "vllm": "wrong"}, "aux.eagle1"),
     # vllm LlamaDecoderLayer._norm_before_residual; sglang's decoder layer never reads the field.
     "norm_before_residual": (lambda c: {**c, "norm_before_residual": True}, None, {"sglang": "wrong", "vllm": "ok"},
                              "variant.norm_before_residual"),

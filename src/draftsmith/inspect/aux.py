@@ -79,14 +79,15 @@ def capture_finding(engine: str, label: str, capture: AuxCapture, training: AuxT
     """None when ``engine`` (``label``: its name and version, or runner) feeds the trained states; else
     ``aux.out_of_reach`` (refuses: fc gets fewer inputs than it has columns), ``aux.eagle1`` or
     ``aux.mismatch`` (wrong)."""
-    if capture.indices == training.trained or (not training.explicit and capture.source == "engine default"):
+    fits = fc_inputs is None or not capture.indices or len(capture.indices) == fc_inputs
+    if fits and (capture.indices == training.trained or (not training.explicit and capture.source == "engine default")):
         return None
     got = f"captures hidden states {list(capture.indices)} ({capture.source}; {capture.rule})"
     trained = f"the draft was trained on hidden states {list(training.trained)} ({training.how})"
     if not capture.indices:
         return Finding("aux.eagle1", f"{label} feeds the draft no aux states ({capture.source}): it runs it as "
                        f"EAGLE-1, on the target's last hidden state; {trained}", {engine: WRONG})
-    if not capture.complete or (fc_inputs is not None and len(capture.indices) != fc_inputs):
+    if not capture.complete or not fits:
         depth = "" if training.depth_known else f", assuming a {training.num_layers}-layer target"
         return Finding("aux.out_of_reach", f"{label} is asked for hidden states {list(capture.requested)} and "
                        f"{got}{depth}: fc gets another number of inputs than it has columns and the engine fails at "

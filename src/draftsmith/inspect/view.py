@@ -39,7 +39,7 @@ class DraftView:
         return {**self.config, NESTED: self.raw.get(NESTED)}
 
     def flag(self, name: str) -> bool:
-        """An architecture option as the draft was trained with it (:func:`~draftsmith.checkpoint.aux_ids.variant_flag`)."""
+        """An option as the draft was trained with it (:func:`~draftsmith.checkpoint.aux_ids.variant_flag`)."""
         return variant_flag(self.flags, name)
 
     @cached_property
