@@ -117,11 +117,32 @@ def _norm_before_fc_off(config: dict, weights: dict, target: dict) -> None:
     config.get("eagle_config", {}).pop("norm_before_fc", None)
 
 
+def _eagle1(config: dict, weights: dict, target: dict) -> None:
+    """``use_aux_hidden_state: false``: vLLM feeds the target's last hidden state and builds no fc."""
+    config["eagle_config"] = {**config.get("eagle_config", {}), "use_aux_hidden_state": False}
+
+
+def _float_d2t(config: dict, weights: dict, target: dict) -> None:
+    """SGLang cannot index with a float d2t; vLLM copies it into its int64 mapping."""
+    weights["d2t"] = weights["d2t"].float()
+
+
 SLIPS = {"aux-ids": ("default", _other_aux_ids), "target-window": ("default", _target_window),
-         "no-d2t": ("default", _no_d2t), "norm-before-fc-off": ("norm-before-fc", _norm_before_fc_off)}
+         "no-d2t": ("default", _no_d2t), "norm-before-fc-off": ("norm-before-fc", _norm_before_fc_off),
+         "eagle1": ("default", _eagle1)}
+# Edits inspect calls harmless for vLLM (whatever it says for SGLang): vLLM must run them exactly as the source.
+HARMLESS = {"float-d2t": ("default", _float_d2t)}
 SLIP_FAMILY = "gpt-oss"
+
+
+def _two_layers(config: dict, weights: dict, target: dict) -> None:
+    """A second draft layer with no weights: on gpt-oss vLLM puts the two in different KV cache groups."""
+    config["num_hidden_layers"] = 2
+
+
 # vLLM 0.32's transformers rejects the config ("num_hidden_layers (1) must be equal to the number of layer_types").
-REFUSED = {"target-layer-types": ("default", _target_layer_types)}
+# A second draft layer on gpt-oss: "All drafting layers should belong to the same kv cache group".
+REFUSED = {"target-layer-types": ("default", _target_layer_types), "two-layers": ("default", _two_layers)}
 
 
 def vllm_python() -> Path | None:
@@ -308,7 +329,7 @@ def build_family_run(name: str, root: Path, python: Path) -> FamilyRun:
     assert [len(p) for p in prompts] == starts, "the prompts rebuilt here are not the ones draftsmith eval decoded"
 
     if name == SLIP_FAMILY:  # after the faithful drafts, in one vLLM process with them; the refused one last
-        for slip, (source, edit) in {**SLIPS, **REFUSED}.items():
+        for slip, (source, edit) in {**SLIPS, **HARMLESS, **REFUSED}.items():
             drafts[slip] = write_slip(drafts[source], root / slip, edit, target)
     version, result = run_vllm(python, root, target, drafts, prompts)
     vllm = {case: [Decoded.from_vllm(p) for p in r["prompts"]] for case, r in result.items() if "error" not in r}
@@ -382,3 +403,11 @@ def test_a_draft_vllm_refuses_is_called_refuses(family_run, slip):
     verdict = run.vllm_verdict(slip)
     assert slip in run.vllm_errors
     assert verdict == REFUSES, run.vllm_errors[slip]
+
+
+@pytest.mark.parametrize("edit", list(HARMLESS))
+def test_an_edit_inspect_calls_ok_for_vllm_runs_as_the_source(family_run, edit):
+    """What inspect calls ok for vLLM (a float d2t, which SGLang refuses) decodes exactly as the faithful draft."""
+    run = family_run(SLIP_FAMILY)
+    assert run.vllm_verdict(edit) == "ok"
+    assert run.vllm[edit] == run.vllm[HARMLESS[edit][0]]

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from draftsmith.checkpoint.aux_ids import GPT_OSS
 from draftsmith.inspect.findings import REFUSES, SGLANG, VLLM, WRONG, Finding
 from draftsmith.inspect.view import ENGINE, SPECULATORS, DraftView, engine_rope, legacy_rope, sizes
 from draftsmith.model.rope import RopeConfigError
@@ -53,10 +54,6 @@ def config_findings(view: DraftView) -> list[Finding]:
                                {SGLANG: REFUSES, VLLM: REFUSES}))
     if out:
         return out
-    if c.get("num_hidden_layers", 1) != 1:
-        out.append(Finding("config.num_hidden_layers", f"num_hidden_layers is {c.get('num_hidden_layers')}: SGLang's "
-                           "EAGLE-3 draft has one layer (newer versions raise, older ones add random layers); vLLM "
-                           "builds layers.0..N-1", {SGLANG: REFUSES}))
     if "draft_vocab_size" not in c and view.layout == ENGINE:
         out.append(Finding("config.draft_vocab_size", "draft_vocab_size missing: SGLang's LlamaForCausalLMEagle3 reads "
                            "config.draft_vocab_size unguarded (AttributeError); vLLM defaults it to vocab_size",
@@ -102,6 +99,26 @@ def _rope_spelling_findings(c: Mapping[str, Any]) -> list[Finding]:
                         "differently: readers on transformers 5 take the first, readers on transformers 4 (SGLang "
                         "pins 4.x) the second", severity="warning")]
     return []
+
+
+def layer_count_findings(view: DraftView, family: str | None) -> list[Finding]:
+    """Both engines build ``num_hidden_layers`` draft layers (``llama_eagle3.py``, ``LlamaModel.__init__``),
+    the first fed the embedding and the aux states. Layers after it that the checkpoint does not store
+    keep their initial values; vLLM 0.32.0 refuses a second layer outright on a gpt-oss target, whose
+    sliding and full attention put the draft layers in different KV cache groups
+    (``llm_base_proposer.py``, ``validate_same_kv_cache_group``; seen in tests/engines)."""
+    layers = view.config.get("num_hidden_layers", 1)
+    if layers == 1:
+        return []
+    stored = {name.split(".")[1] for name in view.canonical if name.startswith("layers.")}
+    if stored >= {str(i) for i in range(1, layers)}:
+        return [Finding("config.num_hidden_layers", f"num_hidden_layers is {layers}, with weights for every layer: "
+                        "both engines build them all; draftsmith's drafts have one layer and it cannot check these",
+                        severity="warning")]
+    return [Finding("config.num_hidden_layers", f"num_hidden_layers is {layers} but the checkpoint has one layer's "
+                    "weights: both engines build the others and keep them at their initial values"
+                    + (", and vLLM refuses a second layer on a gpt-oss target" if family == GPT_OSS else ""),
+                    {SGLANG: WRONG, VLLM: REFUSES if family == GPT_OSS else WRONG})]
 
 
 def weight_findings(view: DraftView, params: Mapping[str, Mapping[str, tuple[int, ...]]],

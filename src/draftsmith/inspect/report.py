@@ -22,7 +22,8 @@ from draftsmith.inspect import vllm as vllm_rules
 from draftsmith.inspect.aux import aux_training, shared_aux_findings
 from draftsmith.inspect.fidelity import fidelity_findings
 from draftsmith.inspect.findings import ENGINES, SGLANG, VERSIONS, VLLM, Finding, Report
-from draftsmith.inspect.format import architecture_findings, config_findings, speculators_findings, weight_findings
+from draftsmith.inspect.format import (architecture_findings, config_findings, layer_count_findings,
+                                       speculators_findings, weight_findings)
 from draftsmith.inspect.view import ENGINE, DraftView, speculators_view
 from draftsmith.model.rope import rope_parameters_from_config
 from draftsmith.target.registry import load_target_config
@@ -74,7 +75,9 @@ def inspect_checkpoint(directory: str | os.PathLike, target: Any = None) -> Repo
         findings += weight_findings(view, params, skips)
         if view.layout != ENGINE:
             findings += speculators_findings(view)
-        training = aux_training(view, _family(view, target_config), _depth(view, target_config))
+        family = _family(view, target_config)
+        findings += layer_count_findings(view, family)
+        training = aux_training(view, family, _depth(view, target_config))
         findings += shared_aux_findings(view, training)
         if sglang_runs:
             findings += sglang_rules.findings(view, training, None if target_config is None else
