@@ -17,7 +17,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -32,6 +32,9 @@ from draftsmith.model.config import DraftConfig, from_hidden_state_indices
 from draftsmith.model.draft import Eagle3Draft
 from draftsmith.model.rope import config_head_dim, legacy_rope_fields, rope_parameters_from_config
 from draftsmith.target.registry import FAMILIES, draft_config_from_target
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 CONFIG_NAME = "config.json"
